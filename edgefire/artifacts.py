@@ -1,0 +1,155 @@
+"""The artifacts folder: atomic writes, stage metadata and `manifest.json` with hashes.
+
+Nothing is ever written under its final name directly: a file is written beside it under a
+temporary name and renamed into place, so a failed or killed stage leaves the previous good
+file intact. The manifest lists every artifact with the stage that made it, its bytes,
+sha256, inputs (by hash) and config; stages read their inputs from it instead of guessing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from edgefire import __version__
+from edgefire.errors import EdgefireError
+
+MANIFEST = "manifest.json"
+SCHEMA = 1
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_folder(folder: Path) -> Path:
+    """Create the artifacts folder if needed and make sure it can be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgefireError(f"{folder}: cannot create artifacts folder ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise EdgefireError(f"{folder}: artifacts folder is not writable")
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EdgefireError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EdgefireError(f"{path}: {what} not found") from None
+    except (OSError, ValueError) as exc:
+        raise EdgefireError(f"{path}: {what} is unreadable ({exc})") from None
+
+
+# --- manifest ------------------------------------------------------------------------------
+
+
+def load_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.exists():
+        return {"schema": SCHEMA, "edgefire_version": __version__, "artifacts": {},
+                "stages": {}}
+    manifest = read_json(path, "manifest")
+    if manifest.get("schema") != SCHEMA:
+        raise EdgefireError(f"{path}: artifacts folder has manifest schema "
+                            f"{manifest.get('schema')!r}, this edgefire reads schema {SCHEMA}: "
+                            "rebuild it with --force or use a new --artifacts folder")
+    return manifest
+
+
+def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Path],
+                 config: dict) -> dict:
+    """Record a finished stage and its output files (bytes, sha256, inputs by hash)."""
+    manifest = load_manifest(folder)
+    input_hashes = {p.name: manifest["artifacts"].get(p.name, {}).get("sha256") or sha256(p)
+                    for p in inputs}
+    for old in [n for n, a in manifest["artifacts"].items() if a["stage"] == stage]:
+        del manifest["artifacts"][old]
+    for path in outputs:
+        manifest["artifacts"][path.name] = {
+            "stage": stage, "path": path.name, "bytes": path.stat().st_size,
+            "sha256": sha256(path), "inputs": input_hashes, "config": config}
+    manifest["stages"][stage] = {"config": config, "inputs": input_hashes,
+                                 "outputs": [p.name for p in outputs],
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def artifact_path(folder: Path, name: str, needed_by: str) -> Path:
+    """The path of a recorded artifact whose bytes still match the manifest."""
+    entry = load_manifest(folder)["artifacts"].get(name)
+    path = folder / name
+    if entry is None or not path.exists():
+        raise EdgefireError(f"{path}: not found ({needed_by} needs it: run the stage that "
+                            "makes it first)")
+    check_intact(folder, name, entry)
+    return path
+
+
+def check_intact(folder: Path, name: str, entry: dict) -> None:
+    path = folder / name
+    size = path.stat().st_size
+    if size != entry["bytes"] or sha256(path) != entry["sha256"]:
+        raise EdgefireError(f"{path}: bytes do not match the manifest ({size} B, expected "
+                            f"{entry['bytes']} B with sha256 {entry['sha256'][:12]}...): the "
+                            "file was truncated, edited or replaced; rebuild it")
+
+
+def stage_is_current(folder: Path, stage: str, inputs: list[Path], config: dict) -> bool:
+    """True when the stage ran with this config on these exact inputs and its outputs are intact."""
+    manifest = load_manifest(folder)
+    record = manifest["stages"].get(stage)
+    if record is None or record["config"] != config:
+        return False
+    try:
+        current = {p.name: sha256(p) for p in inputs}
+    except OSError:
+        return False
+    if current != record["inputs"]:
+        return False
+    for name in record["outputs"]:
+        entry = manifest["artifacts"].get(name)
+        path = folder / name
+        if entry is None or not path.exists() or sha256(path) != entry["sha256"]:
+            return False
+    return True

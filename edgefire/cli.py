@@ -1,0 +1,116 @@
+"""The `edgefire` command line: one thin function per stage; TensorFlow loads only when one runs.
+
+Exit codes: 0 success, 1 a verification gate failed, 2 bad input or usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefire import config as defaults
+from edgefire.errors import EXIT_INTERRUPTED, EdgefireError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
+                  help="Train, prune, quantize, export and verify a tiny CIFAR-10 SqueezeNet.")
+
+T, P, Q, E, V = (defaults.TrainConfig(), defaults.PruneConfig(), defaults.QuantizeConfig(),
+                 defaults.ExportConfig(), defaults.VerifyConfig())
+
+ArtifactsOpt = Annotated[Path, typer.Option(help="Artifacts folder (inputs and outputs).")]
+DataOpt = Annotated[str, typer.Option(help="'cifar10', a cifar-10-python.tar.gz, a "
+                                      "cifar-10-batches-py folder or an image-folder root.")]
+DataOverrideOpt = Annotated[str | None, typer.Option(
+    "--data", help="Override the data source recorded by train.")]
+
+
+@app.callback()
+def _group() -> None:
+    """Train, prune, quantize, export and verify a tiny CIFAR-10 SqueezeNet."""
+
+
+def choice(value: str, options, flag: str) -> str:
+    """`value` if it is one of `options`; otherwise an error naming the closest valid one."""
+    if value in options:
+        return value
+    close = difflib.get_close_matches(value, options, n=1, cutoff=0.0)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise EdgefireError(f"unknown {flag} {value!r}: {hint}(choose from {', '.join(options)})")
+
+
+def in_range(value, low, high, flag: str, low_open: bool = False, high_open: bool = False):
+    """`value` if low <= value <= high (strict where open); otherwise an error echoing it."""
+    too_low = value is not None and low is not None and (value <= low if low_open else value < low)
+    too_high = (value is not None and high is not None
+                and (value >= high if high_open else value > high))
+    if too_low or too_high:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+        rule = " and ".join(r for r in (lo, hi) if r)
+        raise EdgefireError(f"{flag} must be {rule} (got {value})")
+    return value
+
+
+def run_stage(action) -> None:
+    """Run a stage; expected failures become one line on stderr and their exit code."""
+    try:
+        action()
+    except EdgefireError as exc:
+        typer.echo(f"edgefire: error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("edgefire: interrupted; finished artifacts are intact", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@app.command()
+def train(
+    data: DataOpt = T.data,
+    arch: Annotated[str, typer.Option(help="Architecture: squeezenet (the reference), "
+                                      "squeezenet_bypass, squeezenet32.")] = T.arch,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = T.learning_rate,
+    seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
+    limit: Annotated[int | None, typer.Option(
+        help="Train on a class-balanced subset of N images (smoke runs).")] = None,
+    artifacts: ArtifactsOpt = Path("artifacts"),
+) -> None:
+    """Train the model and write it, its history, curves and metadata to the artifacts folder."""
+
+    def action():
+        from edgefire import train as stage
+
+        config = training_config(data, arch, epochs, batch_size, learning_rate, seed, limit)
+        meta = stage.run(config, artifacts)
+        typer.echo(f"trained {config.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
+                   f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
+                   f"({meta['images_per_second']:.0f} images/s) -> {artifacts / stage.MODEL}")
+
+    run_stage(action)
+
+
+def training_config(data, arch, epochs, batch_size, learning_rate, seed, limit):
+    """A validated TrainConfig from the command line's values."""
+    from edgefire.models import ARCHITECTURES
+
+    choice(arch, list(ARCHITECTURES), "--arch")
+    in_range(epochs, 1, None, "--epochs")
+    in_range(batch_size, 1, None, "--batch-size")
+    in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
+    in_range(limit, 10, None, "--limit")
+    return defaults.TrainConfig(data=data, arch=arch, epochs=epochs, batch_size=batch_size,
+                                learning_rate=learning_rate, seed=seed, limit=limit)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

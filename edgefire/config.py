@@ -1,0 +1,66 @@
+"""Every default of every stage in one place, each with why; the CLI overrides them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "cifar10"  # Keras's download and cache; a path selects a local copy
+    arch: str = "squeezenet"  # the reference design of MISSION.md
+    epochs: int = 30  # enough with batch norm + augmentation to pass the seed's 250-epoch 80%
+    batch_size: int = 128  # trains fastest per epoch on 2 CPU cores among 64/128/256
+    learning_rate: float = 3e-3  # Adam peak after warm-up; cosine decay to zero after it
+    warmup_epochs: int = 2  # a short linear warm-up keeps the first steps of Adam stable
+    label_smoothing: float = 0.1  # mild regularisation; costs nothing at inference
+    weight_decay: float = 5e-4  # L2 on kernels: with batch norm this acts as a LR boost
+    batch_norm: bool = True  # training only: folded into the convolutions before export
+    augment: bool = True  # random crop (pad 4) and horizontal flip, in the tf.data graph
+    val_size: int = 5000  # carved out of train, seeded and class-balanced
+    seed: int = 0
+    limit: int | None = None  # a class-balanced subset of the training split, for smoke runs
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    sparsity: float = 0.5  # fraction of zeros in each pruned kernel
+    epochs: int = 2  # fine-tuning epochs; the schedule reaches the target at 2/3 of them
+    learning_rate: float = 5e-4  # a tenth of training's peak: recover, do not retrain
+    keep_dense: tuple[str, ...] = ("conv", "conv10")  # small, sensitive first and last layers
+    batch_size: int = 128
+    frequency: int = 50  # mask update interval in steps; tfmot's 100 can skip short runs
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    mode: str = "int8"  # int8 | float16 | dynamic | none
+    qat: bool = False  # quantization-aware fine-tuning before conversion
+    qat_epochs: int = 1
+    qat_learning_rate: float = 1e-4
+    calibration_samples: int = 500  # MLPerf Tiny calibrates on a few hundred training images
+    io: str = "uint8"  # uint8 is what MediaPipe and phones hand over; int8 for MCU runtimes
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = 13  # QDQ per-channel needs >= 13; every onnxruntime of the last years has it
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    max_bytes: int = 500_000  # 0.5 MB, strict SI reading
+    max_drop: float = 1.0  # points of top-1 a shipped artifact may lose against the float model
+    min_accuracy: float | None = None
+    latency_runs: int = 200  # batch-1 inferences timed per artifact
+    throughput_batch: int = 256
+
+
+QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
+IO_TYPES = ("uint8", "int8")
+
+
+def as_dict(config) -> dict:
+    """A JSON-ready dict of a config (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}

@@ -1,0 +1,120 @@
+"""SqueezeNet for 32x32 images: the reference design and named variants (`--arch`).
+
+Every builder returns a functional tf_keras model whose input is pixel / 255 (0-1 floats)
+and whose output is softmax class scores. With `batch_norm=True` a builder adds batch
+normalization after every convolution, for training only: `fold_batch_norm` folds it into
+the convolutions, giving the deployable model with exactly the layers of `batch_norm=False`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edgefire.errors import EdgefireError
+from edgefire.tfenv import keras
+
+BN_EPSILON = 1e-3
+BN_MOMENTUM = 0.9  # Keras's 0.99 leaves the moving statistics stale after a short run
+
+
+def _conv(x, filters: int, kernel: int, name: str, batch_norm: bool, strides: int = 1,
+          padding: str = "same"):
+    """A convolution with ReLU; with batch_norm, conv -> `<name>_bn` -> `<name>_relu`."""
+    layers = keras().layers
+    if not batch_norm:
+        return layers.Conv2D(filters, kernel, strides=strides, padding=padding,
+                             activation="relu", name=name)(x)
+    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, name=name)(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                                  name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _fire(x, index: int, squeeze: int, expand: int, batch_norm: bool):
+    """A fire module: 1x1 squeeze, then 1x1 and 3x3 expands concatenated on channels."""
+    name = f"fire{index}"
+    x = _conv(x, squeeze, 1, f"{name}/squeeze1x1", batch_norm)
+    left = _conv(x, expand, 1, f"{name}/expand1x1", batch_norm)
+    right = _conv(x, expand, 3, f"{name}/expand3x3", batch_norm)
+    return keras().layers.Concatenate(axis=-1, name=f"{name}/concat")([left, right])
+
+
+def _head(x, classes: int, batch_norm: bool):
+    """Dropout, the 1x1 `conv10` classifier, global average pooling and softmax."""
+    layers = keras().layers
+    x = layers.Dropout(0.5, name="drop9")(x)
+    x = _conv(x, classes, 1, "conv10", batch_norm, padding="valid")
+    x = layers.GlobalAveragePooling2D(name="avgpool10")(x)
+    return layers.Softmax(name="softmax")(x)
+
+
+def squeezenet(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False):
+    """The reference SqueezeNet of MISSION.md: 122,986 parameters for 32x32x3 and 10 classes."""
+    layers = keras().layers
+    inputs = layers.Input(shape=input_shape, name="image")
+    x = _conv(inputs, 64, 3, "conv", batch_norm, strides=2, padding="valid")
+    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    x = _fire(x, 2, 16, 64, batch_norm)
+    x = _fire(x, 3, 16, 64, batch_norm)
+    x = _fire(x, 4, 32, 128, batch_norm)
+    x = _fire(x, 5, 32, 128, batch_norm)
+    return keras().Model(inputs, _head(x, classes, batch_norm), name="squeezenet")
+
+
+def squeezenet_bypass(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False):
+    """The reference with the paper's simple bypass: identity adds around fire3 and fire5."""
+    layers = keras().layers
+    inputs = layers.Input(shape=input_shape, name="image")
+    x = _conv(inputs, 64, 3, "conv", batch_norm, strides=2, padding="valid")
+    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    x = _fire(x, 2, 16, 64, batch_norm)
+    x = layers.Add(name="bypass3")([x, _fire(x, 3, 16, 64, batch_norm)])
+    x = _fire(x, 4, 32, 128, batch_norm)
+    x = layers.Add(name="bypass5")([x, _fire(x, 5, 32, 128, batch_norm)])
+    return keras().Model(inputs, _head(x, classes, batch_norm), name="squeezenet_bypass")
+
+
+def squeezenet32(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False):
+    """Adapted to 32x32: stride-1 first conv, pooling after fire3, so fire2-3 see 16x16."""
+    layers = keras().layers
+    inputs = layers.Input(shape=input_shape, name="image")
+    x = _conv(inputs, 64, 3, "conv", batch_norm)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = _fire(x, 2, 16, 64, batch_norm)
+    x = layers.Add(name="bypass3")([x, _fire(x, 3, 16, 64, batch_norm)])
+    x = layers.MaxPooling2D(2, name="pool3")(x)
+    x = _fire(x, 4, 32, 128, batch_norm)
+    x = layers.Add(name="bypass5")([x, _fire(x, 5, 32, 128, batch_norm)])
+    return keras().Model(inputs, _head(x, classes, batch_norm), name="squeezenet32")
+
+
+ARCHITECTURES: dict[str, Callable] = {
+    "squeezenet": squeezenet,
+    "squeezenet_bypass": squeezenet_bypass,
+    "squeezenet32": squeezenet32,
+}
+
+
+def build(arch: str, input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False):
+    """Build a named architecture; an unknown name is answered with the valid ones."""
+    if arch not in ARCHITECTURES:
+        raise EdgefireError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](input_shape, classes, batch_norm)
+
+
+def fold_batch_norm(trained, arch: str):
+    """The deployable model: each `<conv>_bn` folded into its convolution's kernel and bias."""
+    shape = tuple(trained.input_shape[1:])
+    classes = trained.output_shape[-1]
+    folded = build(arch, shape, classes, batch_norm=False)
+    names = {layer.name for layer in trained.layers}
+    for layer in folded.layers:
+        if not layer.weights:
+            continue
+        kernel, bias = trained.get_layer(layer.name).get_weights()
+        if f"{layer.name}_bn" in names:
+            gamma, beta, mean, var = trained.get_layer(f"{layer.name}_bn").get_weights()
+            scale = gamma / (var + BN_EPSILON) ** 0.5
+            kernel, bias = kernel * scale, beta + (bias - mean) * scale
+        layer.set_weights([kernel, bias])
+    return folded

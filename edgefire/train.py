@@ -1,0 +1,284 @@
+"""`edgefire train`: the default recipe, with per-epoch checkpoints so a killed run resumes.
+
+Recipe: batch norm after every convolution (folded away before saving), random crop (pad 4)
+and horizontal flip in the tf.data graph, Adam with linear warm-up then cosine decay, label
+smoothing and L2 weight decay. Each epoch's shuffle and augmentation are seeded by
+(seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgefire import artifacts, data
+from edgefire.config import TrainConfig, as_dict
+from edgefire.errors import EdgefireError
+from edgefire.tfenv import keras, seed_everything, tensorflow
+
+MODEL = "trained.h5"
+CHECKPOINT = "train_checkpoint.h5"
+CHECKPOINT_STATE = "train_checkpoint.json"
+
+
+def normalize(images):
+    """Model input from uint8 pixels: pixel / 255 (report.json's mean 0, std 255)."""
+    tf = tensorflow()
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def augment(images, seed):
+    """Random crop with 4-pixel zero padding and horizontal flip, one draw per image."""
+    tf = tensorflow()
+    n = tf.shape(images)[0]
+    flip = tf.random.stateless_uniform([n, 1, 1, 1], seed) < 0.5
+    images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+    offsets = tf.random.stateless_uniform([n, 2], seed + 1, 0, 9, dtype=tf.int32)
+    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]])
+    offsets = tf.cast(offsets, tf.float32) / 39.0
+    boxes = tf.concat([offsets, offsets + 31.0 / 39.0], axis=1)
+    return tf.image.crop_and_resize(padded, boxes, tf.range(n), [32, 32], method="nearest")
+
+
+def epoch_dataset(x, y, batch_size: int, seed: int, epoch: int, augmented: bool):
+    """One epoch's batches: a (seed, epoch) permutation, augmented in the graph, prefetched."""
+    tf = tensorflow()
+    order = np.random.default_rng([seed, epoch]).permutation(len(y))
+    ds = tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(batch_size)
+    if augmented:
+        ds = ds.enumerate().map(
+            lambda i, batch: (augment(normalize(batch[0]), tf.stack(
+                [tf.constant(seed * 100_003 + epoch, tf.int64), i * 2])), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.map(lambda xb, yb: (normalize(xb), yb))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(x, y, batch_size: int = 500):
+    tf = tensorflow()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    return ds.map(lambda xb, yb: (normalize(xb), yb)).prefetch(tf.data.AUTOTUNE)
+
+
+def warmup_cosine_schedule():
+    """A LearningRateSchedule class: linear warm-up to the peak, then cosine decay to zero."""
+    tf = tensorflow()
+
+    class WarmupCosine(keras().optimizers.schedules.LearningRateSchedule):
+        def __init__(self, peak, warmup_steps, total_steps):
+            self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
+
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            warm = self.peak * (step + 1) / max(self.warmup_steps, 1)
+            progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
+            cosine = 0.5 * self.peak * (1 + tf.cos(math.pi * tf.minimum(progress, 1.0)))
+            return tf.where(step < self.warmup_steps, warm, cosine)
+
+        def get_config(self):
+            return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                    "total_steps": self.total_steps}
+
+    return WarmupCosine
+
+
+def compile_model(model, learning_rate, label_smoothing: float):
+    """Adam on sparse labels; smoothing needs one-hot targets, so the loss does the encoding."""
+    tf = tensorflow()
+    classes = model.output_shape[-1]
+    cross_entropy = keras().losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+    def loss(y_true, y_pred):
+        labels = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), classes)
+        return cross_entropy(labels, y_pred)
+
+    model.compile(optimizer=keras().optimizers.Adam(learning_rate), loss=loss,
+                  metrics=[keras().metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
+def add_weight_decay(model, weight_decay: float) -> None:
+    """L2 on every convolution kernel."""
+    if weight_decay <= 0:
+        return
+    regularizer = keras().regularizers.L2(weight_decay)
+    for layer in model.layers:
+        if isinstance(layer, keras().layers.Conv2D):
+            model.add_loss(lambda kernel=layer.kernel: regularizer(kernel))
+
+
+class EpochProgress:
+    """A live line per epoch: batch, loss, accuracy and time left; a summary line at its end."""
+
+    def __init__(self, epochs: int, steps: int):
+        self.epochs, self.steps = epochs, steps
+        self.live = sys.stderr.isatty()
+
+    def callback(self, epoch: int):
+        progress = self
+        start = time.perf_counter()
+
+        class Callback(keras().callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if progress.live and batch % 10 == 0:
+                    spent = time.perf_counter() - start
+                    left = spent / (batch + 1) * (progress.steps - batch - 1)
+                    sys.stderr.write(f"\r  epoch {epoch + 1}/{progress.epochs} "
+                                     f"{batch + 1}/{progress.steps} loss {logs['loss']:.3f} "
+                                     f"acc {logs['accuracy']:.3f} ~{left:.0f}s left   ")
+
+            def on_epoch_end(self, _, logs=None):
+                if progress.live:
+                    sys.stderr.write("\r")
+                print(f"  epoch {epoch + 1}/{progress.epochs}: loss {logs['loss']:.3f} "
+                      f"acc {logs['accuracy']:.3f} val_acc {logs['val_accuracy']:.3f} "
+                      f"({time.perf_counter() - start:.0f}s)", flush=True)
+
+        return Callback()
+
+
+def _restore_checkpoint(folder: Path, config: dict, model):
+    """The finished epochs and history of a checkpoint made with this exact config, if any."""
+    state_path = folder / CHECKPOINT_STATE
+    if not (state_path.exists() and (folder / CHECKPOINT).exists()):
+        return 0, {}
+    state = json.loads(state_path.read_text())
+    if state.get("config") != config:
+        return 0, {}
+    model.load_weights(folder / CHECKPOINT)
+    return state["epochs_done"], state["history"]
+
+
+def _save_checkpoint(folder: Path, config: dict, model, epochs_done: int, history: dict) -> None:
+    with artifacts.atomic_path(folder / CHECKPOINT) as tmp:
+        model.save_weights(tmp)
+    artifacts.write_json(folder / CHECKPOINT_STATE,
+                         {"config": config, "epochs_done": epochs_done, "history": history})
+
+
+def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
+    """Train on the training split with the recipe of `config`; resume from a checkpoint.
+
+    Returns the deployable (batch-norm-folded) model and the per-epoch history.
+    """
+    seed_everything(config.seed)
+    model = _build_training_model(config, splits)
+    steps = math.ceil(len(splits.y_train) / config.batch_size)
+    total = config.epochs * steps
+    warmup = min(config.warmup_epochs * steps, total // 5)  # short runs still reach the peak
+    schedule = warmup_cosine_schedule()(config.learning_rate, warmup, total)
+    compile_model(model, schedule, config.label_smoothing)
+    config_dict = as_dict(config)
+    done, history = _restore_checkpoint(folder, config_dict, model)
+    if done:
+        print(f"  resuming after epoch {done}/{config.epochs} from {folder / CHECKPOINT}")
+    # Adam's moments are not in the weight checkpoint; re-warming them from the step count
+    # costs little, while the schedule continues exactly where it stopped.
+    model.optimizer.iterations.assign(done * steps)
+    val = eval_dataset(splits.x_val, splits.y_val)
+    progress = EpochProgress(config.epochs, steps)
+    for epoch in range(done, config.epochs):
+        ds = epoch_dataset(splits.x_train, splits.y_train, config.batch_size, config.seed,
+                           epoch, config.augment)
+        logs = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, validation_data=val,
+                         verbose=0, callbacks=[progress.callback(epoch)]).history
+        for key, values in logs.items():
+            history.setdefault(key, []).append(float(values[-1]))
+        _save_checkpoint(folder, config_dict, model, epoch + 1, history)
+    return _deployable(model, config), history
+
+
+def _build_training_model(config: TrainConfig, splits: data.Splits):
+    from edgefire import models
+
+    model = models.build(config.arch, splits.x_train.shape[1:], len(splits.classes),
+                         batch_norm=config.batch_norm)
+    add_weight_decay(model, config.weight_decay)
+    return model
+
+
+def _deployable(model, config: TrainConfig):
+    from edgefire import models
+
+    if config.batch_norm:
+        return models.fold_batch_norm(model, config.arch)
+    deploy = models.build(config.arch, model.input_shape[1:], model.output_shape[-1])
+    deploy.set_weights(model.get_weights())
+    return deploy
+
+
+def accuracy(model, x, y) -> float:
+    """Top-1 accuracy of a Keras model on uint8 images."""
+    probs = model.predict(eval_dataset(x, np.zeros(len(x))).map(lambda a, _: a), verbose=0)
+    return float(np.mean(np.argmax(probs, axis=1) == y))
+
+
+def plot_history(history: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = range(1, len(history.get("loss", [])) + 1)
+    for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
+        ax.plot(epochs, history.get(key, []), label=f"train {key}")
+        ax.plot(epochs, history.get(f"val_{key}", []), label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    with artifacts.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def save_model(model, path: Path) -> None:
+    with artifacts.atomic_path(path) as tmp:
+        model.save(tmp, include_optimizer=False)
+
+
+def load_model(path: Path):
+    """Load a Keras model file, answering a corrupt or non-model file with one line."""
+    try:
+        return keras().models.load_model(path, compile=False)
+    except Exception as exc:  # h5py and Keras raise many types for a bad file
+        raise EdgefireError(f"{path}: not a readable Keras model ({type(exc).__name__})") from None
+
+
+def run(config: TrainConfig, folder: Path) -> dict:
+    """Train, then write the model, history, curves and metadata into the artifacts folder."""
+    if config.epochs < 1:
+        raise EdgefireError(f"--epochs must be at least 1 (got {config.epochs})")
+    artifacts.ensure_folder(folder)
+    dataset = data.load(config.data)
+    splits = data.split(dataset, config.val_size, config.seed, config.limit)
+    start = time.perf_counter()
+    model, history = train_model(config, splits, folder)
+    wall = time.perf_counter() - start
+    val_accuracy = accuracy(model, splits.x_val, splits.y_val)
+    save_model(model, folder / MODEL)
+    artifacts.write_json(folder / "history.json", history)
+    plot_history(history, folder / "training.png")
+    meta = {
+        "stage": "train", "config": as_dict(config), "seed": config.seed,
+        "data": {"source": config.data, "fingerprint": dataset.fingerprint,
+                 "train_images": int(len(splits.y_train)),
+                 "val_images": int(len(splits.y_val)),
+                 "test_images": int(len(dataset.y_test))},
+        "classes": list(dataset.classes), "input_shape": list(dataset.x_train.shape[1:]),
+        "epochs": config.epochs, "wall_seconds": round(wall, 1),
+        "images_per_second": round(len(splits.y_train) * config.epochs / wall, 1),
+        "val_accuracy": val_accuracy, "parameters": int(model.count_params()),
+        "history": history}
+    artifacts.write_json(folder / "train.json", meta)
+    outputs = [folder / n for n in (MODEL, "history.json", "training.png", "train.json")]
+    artifacts.record_stage(folder, "train", outputs, [], as_dict(config))
+    for leftover in (CHECKPOINT, CHECKPOINT_STATE):
+        (folder / leftover).unlink(missing_ok=True)
+    return meta

@@ -1,0 +1,61 @@
+"""Shared fixtures: synthetic datasets in every format and one small trained artifacts folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+from tests import synthetic  # noqa: E402
+
+# A few epochs of the default recipe on the tiny learnable set: seconds, well above chance.
+TINY_TRAIN = ["--epochs", "3", "--batch-size", "32", "--seed", "1"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Decoded-array caches go to a temporary folder, never the user's ~/.cache."""
+    os.environ["EDGEFIRE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    return synthetic.write_image_folder(tmp_path_factory.mktemp("images") / "colours")
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory) -> Path:
+    return synthetic.write_cifar_folder(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py")
+
+
+@pytest.fixture(scope="session")
+def cifar_archive(tmp_path_factory) -> Path:
+    return synthetic.write_cifar_archive(tmp_path_factory.mktemp("archive") /
+                                         "cifar-10-python.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def trained_folder(tmp_path_factory, image_folder) -> Path:
+    """An artifacts folder after `edgefire train` on the tiny image folder (made once)."""
+    from edgefire.cli import app
+    from typer.testing import CliRunner
+
+    folder = tmp_path_factory.mktemp("trained")
+    result = CliRunner().invoke(app, ["train", "--data", str(image_folder), "--artifacts",
+                                      str(folder), *TINY_TRAIN])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture
+def copy_of(tmp_path):
+    """Copy a session folder so a test may change it without touching the others."""
+
+    def copy(folder: Path) -> Path:
+        return Path(shutil.copytree(folder, tmp_path / folder.name))
+
+    return copy

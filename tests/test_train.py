@@ -1,0 +1,99 @@
+"""The reference model, batch-norm folding, and `edgefire train` end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgefire import models
+from edgefire.cli import app
+from edgefire.errors import EdgefireError
+
+REFERENCE_LAYERS = ["conv"] + [f"fire{i}/{part}" for i in range(2, 6)
+                               for part in ("squeeze1x1", "expand1x1", "expand3x3")] + ["conv10"]
+
+
+def _conv_names(model):
+    return [layer.name for layer in model.layers if layer.weights]
+
+
+def test_reference_has_mission_parameters_names_and_shapes():
+    model = models.build("squeezenet")
+    assert model.count_params() == 122_986
+    assert _conv_names(model) == REFERENCE_LAYERS
+    assert model.output_shape == (None, 10)
+    shapes = {layer.name: layer.output_shape[1:] for layer in model.layers}
+    assert shapes["conv"] == (15, 15, 64) and shapes["pool1"] == (7, 7, 64)
+    assert shapes["fire3/concat"] == (7, 7, 128) and shapes["fire5/concat"] == (7, 7, 256)
+    assert shapes["conv10"] == (7, 7, 10)
+
+
+def test_builder_takes_input_shape_and_class_count():
+    model = models.build("squeezenet", (32, 32, 3), 4)
+    assert model.output_shape == (None, 4)
+
+
+def test_unknown_arch_names_the_valid_ones():
+    with pytest.raises(EdgefireError, match="squeezenet_bypass"):
+        models.build("resnet")
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+def test_folding_batch_norm_gives_the_plain_model_with_the_same_outputs(arch):
+    trained = models.build(arch, batch_norm=True)
+    rng = np.random.default_rng(0)
+    for layer in trained.layers:  # non-trivial statistics, as after training
+        if layer.name.endswith("_bn"):
+            layer.set_weights([rng.uniform(0.5, 2, w.shape).astype("float32")
+                               for w in layer.get_weights()])
+    folded = models.fold_batch_norm(trained, arch)
+    plain = models.build(arch)
+    assert folded.count_params() == plain.count_params()
+    assert [type(a) for a in folded.layers] == [type(b) for b in plain.layers]
+    x = rng.random((8, 32, 32, 3)).astype("float32")
+    assert np.allclose(trained(x, training=False), folded(x), atol=1e-5)
+
+
+def test_train_writes_a_reloadable_model_history_plot_and_metadata(trained_folder):
+    from edgefire.train import load_model
+
+    meta = json.loads((trained_folder / "train.json").read_text())
+    model = load_model(trained_folder / "trained.h5")
+    assert model.count_params() == meta["parameters"] == 122_986
+    assert _conv_names(model) == REFERENCE_LAYERS  # batch norm folded away
+    assert meta["val_accuracy"] > 0.5  # ten colours: chance is 0.1
+    assert len(meta["history"]["val_accuracy"]) == meta["epochs"] == 3
+    assert meta["classes"] == list(json.loads((trained_folder / "train.json").read_text())
+                                   ["classes"])
+    assert meta["images_per_second"] > 0 and meta["data"]["fingerprint"]
+    assert (trained_folder / "training.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((trained_folder / "manifest.json").read_text())
+    assert manifest["artifacts"]["trained.h5"]["stage"] == "train"
+    assert not list(trained_folder.glob("train_checkpoint*"))
+
+
+def test_help_and_bad_options_do_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    probe = ("import sys; from typer.testing import CliRunner; from edgefire.cli import app; "
+             "r = CliRunner().invoke(app, sys.argv[1:]); "
+             "print(r.exit_code, 'tensorflow' in sys.modules)")
+    for args, code in ((["--help"], 0), (["train", "--arch", "squeezenett"], 2)):
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert out == [str(code), "False"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--epochs", "0"], "--epochs must be >= 1 (got 0)"),
+    (["--learning-rate", "0"], "--learning-rate must be > 0"),
+    (["--arch", "squeezenet33"], "did you mean 'squeezenet32'"),
+])
+def test_bad_train_options_exit_2_with_one_line(args, needle, tmp_path):
+    result = CliRunner().invoke(app, ["train", "--artifacts", str(tmp_path), *args])
+    assert result.exit_code == 2
+    assert needle in result.output and "Traceback" not in result.output
