@@ -1,4 +1,4 @@
-"""CIFAR-10-style data sources: Keras's download, the python archive or folder, an image-folder tree.
+"""CIFAR-10-style sources: Keras's download, the python archive or folder, an image-folder tree.
 
 Every source ends as uint8 NHWC arrays, integer labels and class names (`Dataset`).
 Decoded arrays are cached, keyed by the source's path, size and modification time.

@@ -41,8 +41,9 @@ def cifar_archive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_folder(tmp_path_factory, image_folder) -> Path:
     """An artifacts folder after `edgefire train` on the tiny image folder (made once)."""
-    from edgefire.cli import app
     from typer.testing import CliRunner
+
+    from edgefire.cli import app
 
     folder = tmp_path_factory.mktemp("trained")
     result = CliRunner().invoke(app, ["train", "--data", str(image_folder), "--artifacts",
