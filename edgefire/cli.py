@@ -108,6 +108,100 @@ def training_config(data, arch, epochs, batch_size, learning_rate, seed, limit):
                                 learning_rate=learning_rate, seed=seed, limit=limit)
 
 
+@app.command()
+def prune(
+    sparsity: Annotated[float, typer.Option(help="Target fraction of zeros per pruned kernel.")]
+    = P.sparsity,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = P.epochs,
+    learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate.")]
+    = P.learning_rate,
+    keep_dense: Annotated[str, typer.Option(
+        help="Comma-separated layers left dense ('' prunes every convolution).")]
+    = ",".join(P.keep_dense),
+    artifacts: ArtifactsOpt = Path("artifacts"),
+    data: DataOverrideOpt = None,
+) -> None:
+    """Prune the trained model with fine-tuning and record the measured sparsity."""
+
+    def action():
+        from edgefire import prune as stage
+
+        config = pruning_config(sparsity, epochs, learning_rate, keep_dense)
+        result = stage.run(config, artifacts, data)
+        typer.echo(f"pruned to {result['sparsity']['overall']:.1%} zeros in the pruned layers "
+                   f"(target {config.sparsity:.0%}): validation accuracy "
+                   f"{result['val_accuracy_before']:.4f} -> {result['val_accuracy_after']:.4f}"
+                   f" -> {artifacts / stage.MODEL}")
+
+    run_stage(action)
+
+
+def pruning_config(sparsity, epochs, learning_rate, keep_dense) -> defaults.PruneConfig:
+    in_range(sparsity, 0, 1, "--sparsity", high_open=True)
+    in_range(epochs, 1, None, "--epochs")
+    in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
+    names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
+    return defaults.PruneConfig(sparsity=sparsity, epochs=epochs, learning_rate=learning_rate,
+                                keep_dense=names)
+
+
+@app.command()
+def quantize(
+    quantize: Annotated[str, typer.Option(
+        "--quantize", help="int8 (full integer), float16, dynamic (range) or none.")] = Q.mode,
+    qat: Annotated[bool, typer.Option(help="Quantization-aware fine-tuning first (int8).")]
+    = Q.qat,
+    qat_epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = Q.qat_epochs,
+    calibration_samples: Annotated[int, typer.Option(
+        help="Training images that calibrate int8 ranges.")] = Q.calibration_samples,
+    io: Annotated[str, typer.Option(help="int8 model input/output type: uint8 (phones, "
+                                    "MediaPipe) or int8 (microcontrollers).")] = Q.io,
+    artifacts: ArtifactsOpt = Path("artifacts"),
+    data: DataOverrideOpt = None,
+) -> None:
+    """Convert the pruned (or trained) model to a TFLite model in the chosen precision."""
+
+    def action():
+        from edgefire import quantize as stage
+
+        config = quantization_config(quantize, qat, qat_epochs, calibration_samples, io)
+        result = stage.run(config, artifacts, data)
+        size = (artifacts / result["artifact"]).stat().st_size
+        tensor = result["tensors"]["input"]
+        typer.echo(f"{result['mode']} TFLite: {size:,} bytes, input {tensor['dtype']} "
+                   f"(scale {tensor['scale']:.6g}, zero point {tensor['zero_point']}) -> "
+                   f"{artifacts / result['artifact']}")
+
+    run_stage(action)
+
+
+def quantization_config(mode, qat, qat_epochs, calibration_samples, io):
+    choice(mode, defaults.QUANTIZE_MODES, "--quantize")
+    choice(io, defaults.IO_TYPES, "--io")
+    in_range(qat_epochs, 1, None, "--qat-epochs")
+    in_range(calibration_samples, 1, None, "--calibration-samples")
+    return defaults.QuantizeConfig(mode=mode, qat=qat, qat_epochs=qat_epochs,
+                                   calibration_samples=calibration_samples, io=io)
+
+
+@app.command()
+def export(
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = E.opset,
+    artifacts: ArtifactsOpt = Path("artifacts"),
+    data: DataOverrideOpt = None,
+) -> None:
+    """Write the deployable TFLite and ONNX files and labels.txt."""
+
+    def action():
+        from edgefire import export as stage
+
+        result = stage.run(defaults.ExportConfig(opset=opset), artifacts, data)
+        for name in result["deployables"]:
+            typer.echo(f"{(artifacts / name).stat().st_size:>9,} B  {artifacts / name}")
+
+    run_stage(action)
+
+
 def main() -> None:
     app()
 

@@ -22,8 +22,6 @@ from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras, seed_everything, tensorflow
 
 MODEL = "trained.h5"
-CHECKPOINT = "train_checkpoint.h5"
-CHECKPOINT_STATE = "train_checkpoint.json"
 
 
 def normalize(images):
@@ -142,23 +140,56 @@ class EpochProgress:
         return Callback()
 
 
-def _restore_checkpoint(folder: Path, config: dict, model):
-    """The finished epochs and history of a checkpoint made with this exact config, if any."""
-    state_path = folder / CHECKPOINT_STATE
-    if not (state_path.exists() and (folder / CHECKPOINT).exists()):
+def restore_checkpoint(folder: Path, stage: str, config: dict, model):
+    """Finished epochs and history of `<stage>_checkpoint` made with this exact config, if any."""
+    weights, state_path = folder / f"{stage}_checkpoint.h5", folder / f"{stage}_checkpoint.json"
+    if not (state_path.exists() and weights.exists()):
         return 0, {}
     state = json.loads(state_path.read_text())
     if state.get("config") != config:
         return 0, {}
-    model.load_weights(folder / CHECKPOINT)
+    model.load_weights(weights)
+    print(f"  resuming {stage} after epoch {state['epochs_done']} from {weights}")
     return state["epochs_done"], state["history"]
 
 
-def _save_checkpoint(folder: Path, config: dict, model, epochs_done: int, history: dict) -> None:
-    with artifacts.atomic_path(folder / CHECKPOINT) as tmp:
+def save_checkpoint(folder: Path, stage: str, config: dict, model, epochs_done: int,
+                    history: dict) -> None:
+    with artifacts.atomic_path(folder / f"{stage}_checkpoint.h5") as tmp:
         model.save_weights(tmp)
-    artifacts.write_json(folder / CHECKPOINT_STATE,
+    artifacts.write_json(folder / f"{stage}_checkpoint.json",
                          {"config": config, "epochs_done": epochs_done, "history": history})
+
+
+def remove_checkpoint(folder: Path, stage: str) -> None:
+    for suffix in (".h5", ".json"):
+        (folder / f"{stage}_checkpoint{suffix}").unlink(missing_ok=True)
+
+
+def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dict,
+               callbacks=(), augmented: bool = True) -> dict:
+    """Fit epoch by epoch from the last checkpoint of `stage`; returns the per-epoch history.
+
+    `config` is the stage's resolved config (with epochs, batch_size and seed); a checkpoint
+    made with another config is ignored.
+    """
+    epochs, batch_size, seed = config["epochs"], config["batch_size"], config["seed"]
+    steps = math.ceil(len(splits.y_train) / batch_size)
+    config_dict = config
+    done, history = restore_checkpoint(folder, stage, config_dict, model)
+    # Adam's moments are not in the weight checkpoint; the learning-rate schedule continues
+    # exactly where it stopped, and the moments re-estimate within a few steps.
+    model.optimizer.iterations.assign(done * steps)
+    val = eval_dataset(splits.x_val, splits.y_val)
+    progress = EpochProgress(epochs, steps)
+    for epoch in range(done, epochs):
+        ds = epoch_dataset(splits.x_train, splits.y_train, batch_size, seed, epoch, augmented)
+        logs = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, validation_data=val,
+                         verbose=0, callbacks=[progress.callback(epoch), *callbacks]).history
+        for key, values in logs.items():
+            history.setdefault(key, []).append(float(values[-1]))
+        save_checkpoint(folder, stage, config_dict, model, epoch + 1, history)
+    return history
 
 
 def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
@@ -173,23 +204,8 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
     warmup = min(config.warmup_epochs * steps, total // 5)  # short runs still reach the peak
     schedule = warmup_cosine_schedule()(config.learning_rate, warmup, total)
     compile_model(model, schedule, config.label_smoothing)
-    config_dict = as_dict(config)
-    done, history = _restore_checkpoint(folder, config_dict, model)
-    if done:
-        print(f"  resuming after epoch {done}/{config.epochs} from {folder / CHECKPOINT}")
-    # Adam's moments are not in the weight checkpoint; re-warming them from the step count
-    # costs little, while the schedule continues exactly where it stopped.
-    model.optimizer.iterations.assign(done * steps)
-    val = eval_dataset(splits.x_val, splits.y_val)
-    progress = EpochProgress(config.epochs, steps)
-    for epoch in range(done, config.epochs):
-        ds = epoch_dataset(splits.x_train, splits.y_train, config.batch_size, config.seed,
-                           epoch, config.augment)
-        logs = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, validation_data=val,
-                         verbose=0, callbacks=[progress.callback(epoch)]).history
-        for key, values in logs.items():
-            history.setdefault(key, []).append(float(values[-1]))
-        _save_checkpoint(folder, config_dict, model, epoch + 1, history)
+    history = fit_epochs(model, splits, folder, "train", as_dict(config),
+                         augmented=config.augment)
     return _deployable(model, config), history
 
 
@@ -279,6 +295,5 @@ def run(config: TrainConfig, folder: Path) -> dict:
     artifacts.write_json(folder / "train.json", meta)
     outputs = [folder / n for n in (MODEL, "history.json", "training.png", "train.json")]
     artifacts.record_stage(folder, "train", outputs, [], as_dict(config))
-    for leftover in (CHECKPOINT, CHECKPOINT_STATE):
-        (folder / leftover).unlink(missing_ok=True)
+    remove_checkpoint(folder, "train")
     return meta

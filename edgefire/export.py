@@ -1,0 +1,155 @@
+"""`edgefire export`: the deployable files, named for what they are, and `labels.txt`.
+
+- `<arch>_float32.tflite`: the float reference (sparse-encoded where that is smaller);
+- the quantized `.tflite` made by `quantize` (listed, not rewritten);
+- `<arch>_float32.onnx`: tf2onnx, with short tensor names;
+- `<arch>_int8.onnx` (int8 mode): onnxruntime static QDQ quantization, signed int8
+  activations and per-channel weights (S8S8: no u8s8 saturation on AVX2 without VNNI),
+  calibrated on the same training images as the int8 TFLite.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgefire import artifacts, data
+from edgefire import quantize as quantizing
+from edgefire import train as training
+from edgefire.config import ExportConfig, as_dict
+from edgefire.errors import EdgefireError
+from edgefire.tfenv import tensorflow
+
+LABELS = "labels.txt"
+ONNX_INPUT = "image"
+
+
+def float_onnx(model, opset: int) -> bytes:
+    """A float32 ONNX model of `model` (input `image`, NHWC pixel / 255), checked in full."""
+    import onnx
+    import tf2onnx
+
+    tf = tensorflow()
+    spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=ONNX_INPUT),)
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    except Exception as exc:  # tf2onnx raises many types on unsupported graphs
+        raise EdgefireError(f"ONNX export (opset {opset}) failed: {exc}") from None
+    shorten_names(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def shorten_names(proto) -> None:
+    """Rename internal tensors and nodes (`t0`, `n0`...) and drop doc strings.
+
+    tf2onnx keeps TensorFlow's long scoped names, which cost bytes in a file that sits at the
+    0.5 MB line; graph inputs and outputs keep their names.
+    """
+    graph = proto.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for index, node in enumerate(graph.node):
+        node.name = f"n{index}"
+        node.doc_string = ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    for info in graph.value_info:
+        info.name = short(info.name)
+    graph.doc_string = ""
+    proto.doc_string = ""
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader over uint8 images (fed as pixel / 255)."""
+
+    def __init__(self, images: np.ndarray, batch: int = 50):
+        self.batches = iter([images[i:i + batch].astype(np.float32) / 255.0
+                             for i in range(0, len(images), batch)])
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {ONNX_INPUT: batch}
+
+
+def int8_onnx(float_bytes: bytes, calibration: np.ndarray) -> bytes:
+    """Static QDQ quantization of the float ONNX model: S8S8, per-channel weights."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(float_bytes)
+        quantize_static(str(src), str(dst), _Calibration(calibration),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, per_channel=True,
+                        calibrate_method=CalibrationMethod.MinMax)
+        proto = onnx.load(str(dst))
+    shorten_names(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def io_names(path: Path) -> dict:
+    """Input and output tensor names of an artifact, for the manifest."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        graph = onnx.load(str(path)).graph
+        return {"inputs": [v.name for v in graph.input], "outputs": [v.name for v in graph.output]}
+    details = quantizing.tensor_details(path.read_bytes())
+    return {"inputs": [details["input"]["name"]], "outputs": [details["output"]["name"]]}
+
+
+def run(config: ExportConfig, folder: Path, data_override: str | None = None) -> dict:
+    """Write every deployable file and labels.txt; record them with their I/O names."""
+    if not 7 <= config.opset <= 21:
+        raise EdgefireError(f"--opset must be >= 7 and <= 21 (got {config.opset})")
+    quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
+    train_meta = artifacts.read_json(folder / "train.json", "training metadata")
+    model_path = quantizing.source_model(folder)
+    quantized_path = artifacts.artifact_path(folder, quantized["artifact"], "export")
+    model = training.load_model(model_path)
+    arch = train_meta["config"]["arch"]
+    outputs = [quantized_path]
+
+    if quantized["precision"] != "float32":
+        tflite, sparse = quantizing.smallest_encoding(model, "none", "uint8", np.zeros(0),
+                                                      quantized["sparsity"])
+        outputs.append(_write(folder / f"{arch}_float32.tflite", tflite))
+    onnx_float = float_onnx(model, config.opset)
+    outputs.append(_write(folder / f"{arch}_float32.onnx", onnx_float))
+    if quantized["mode"] == "int8":
+        calibration = _calibration_images(train_meta, quantized, data_override)
+        outputs.append(_write(folder / f"{arch}_int8.onnx", int8_onnx(onnx_float, calibration)))
+    artifacts.write_text(folder / LABELS, "".join(f"{c}\n" for c in train_meta["classes"]))
+    deployables = {p.name: {"format": p.suffix[1:], **io_names(p)} for p in outputs}
+    result = {"stage": "export", "config": as_dict(config), "source": model_path.name,
+              "deployables": deployables, "labels": LABELS,
+              "int8_onnx_method": "onnxruntime quantize_static, QDQ, S8S8, per-channel"}
+    artifacts.write_json(folder / "export.json", result)
+    made = [p for p in outputs if p != quantized_path]
+    artifacts.record_stage(folder, "export", [*made, folder / LABELS, folder / "export.json"],
+                           [model_path, quantized_path], as_dict(config))
+    return result
+
+
+def _write(path: Path, content: bytes) -> Path:
+    artifacts.write_bytes(path, content)
+    return path
+
+
+def _calibration_images(train_meta: dict, quantized: dict, data_override: str | None):
+    """The same training images that calibrated the int8 TFLite."""
+    dataset = data.load(data_override or train_meta["config"]["data"])
+    return dataset.x_train[np.asarray(quantized["calibration"]["indices"], dtype=np.int64)]

@@ -1,0 +1,129 @@
+"""`edgefire prune`: magnitude pruning with a polynomial-decay schedule and fine-tuning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from edgefire import artifacts, data
+from edgefire import train as training
+from edgefire.config import PruneConfig, as_dict
+from edgefire.errors import EdgefireError
+from edgefire.tfenv import keras, seed_everything
+
+MODEL = "pruned.h5"
+
+
+def kernel_sparsity(model, names=None) -> dict:
+    """Measured fraction of zeros in each convolution kernel, and over those kernels together."""
+    layers = [layer for layer in model.layers if isinstance(layer, keras().layers.Conv2D)
+              and (names is None or layer.name in names)]
+    per_layer, zeros, total = {}, 0, 0
+    for layer in layers:
+        kernel = layer.get_weights()[0]
+        per_layer[layer.name] = float(np.mean(kernel == 0))
+        zeros += int(np.sum(kernel == 0))
+        total += kernel.size
+    return {"layers": per_layer, "overall": zeros / total if total else 0.0}
+
+
+def pruning_schedule(config: PruneConfig, steps_per_epoch: int):
+    """Polynomial decay from 0 to the target, reached on a mask update at ~2/3 of the run.
+
+    tfmot only updates masks every `frequency` steps, so the end step is put on one of those
+    updates; otherwise a short fine-tune would end below the target, or with no zeros at all.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    total = config.epochs * steps_per_epoch
+    end = max(1, 2 * total // 3)
+    frequency = max(1, min(config.frequency, end // 4))
+    end = max(frequency, end // frequency * frequency)
+    return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0,
+                                                final_sparsity=config.sparsity, begin_step=0,
+                                                end_step=end, frequency=frequency)
+
+
+def wrap_for_pruning(model, config: PruneConfig, steps_per_epoch: int):
+    """Wrap every convolution except `keep_dense` with prune_low_magnitude."""
+    import tensorflow_model_optimization as tfmot
+
+    schedule = pruning_schedule(config, steps_per_epoch)
+
+    def wrap(layer):
+        if isinstance(layer, keras().layers.Conv2D) and layer.name not in config.keep_dense:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    return keras().models.clone_model(model, clone_function=wrap)
+
+
+def pruned_layer_names(model, config: PruneConfig) -> list[str]:
+    return [layer.name for layer in model.layers
+            if isinstance(layer, keras().layers.Conv2D) and layer.name not in config.keep_dense]
+
+
+def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path, seed: int,
+                label_smoothing: float):
+    """Prune and fine-tune `model`; returns the stripped (plain Keras) model and its history."""
+    import tensorflow_model_optimization as tfmot
+
+    seed_everything(seed)
+    steps = math.ceil(len(splits.y_train) / config.batch_size)
+    wrapped = wrap_for_pruning(model, config, steps)
+    schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate,
+                                                        config.epochs * steps)
+    training.compile_model(wrapped, schedule, label_smoothing)
+    stage_config = {**as_dict(config), "seed": seed}
+    history = training.fit_epochs(wrapped, splits, folder, "prune", stage_config,
+                                  callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    return tfmot.sparsity.keras.strip_pruning(wrapped), history
+
+
+def check_config(config: PruneConfig) -> None:
+    if not 0 <= config.sparsity < 1:
+        raise EdgefireError(f"--sparsity must be >= 0 and < 1 (got {config.sparsity})")
+    if config.epochs < 1:
+        raise EdgefireError(f"--epochs must be >= 1 (got {config.epochs})")
+
+
+def run(config: PruneConfig, folder: Path, data_override: str | None = None) -> dict:
+    """Prune the trained model of the artifacts folder and record the measured sparsity."""
+    check_config(config)
+    trained_path = artifacts.artifact_path(folder, training.MODEL, "prune")
+    meta = artifacts.read_json(folder / "train.json", "training metadata")
+    model = training.load_model(trained_path)
+    unknown = sorted(set(config.keep_dense) - {layer.name for layer in model.layers})
+    if unknown:
+        raise EdgefireError(f"--keep-dense names layers the model does not have: {unknown}")
+    train_config = meta["config"]
+    splits = data.split(data.load(data_override or train_config["data"]),
+                        train_config["val_size"], train_config["seed"], train_config["limit"])
+    check_input_shape(model, splits, trained_path)
+    before = training.accuracy(model, splits.x_val, splits.y_val)
+    pruned, history = prune_model(model, config, splits, folder, train_config["seed"],
+                                  train_config["label_smoothing"])
+    after = training.accuracy(pruned, splits.x_val, splits.y_val)
+    training.save_model(pruned, folder / MODEL)
+    names = pruned_layer_names(pruned, config)
+    result = {"stage": "prune", "config": as_dict(config), "target_sparsity": config.sparsity,
+              "sparsity": kernel_sparsity(pruned, names),
+              "model_sparsity": kernel_sparsity(pruned)["overall"],
+              "val_accuracy_before": before, "val_accuracy_after": after, "history": history}
+    artifacts.write_json(folder / "prune.json", result)
+    artifacts.record_stage(folder, "prune", [folder / MODEL, folder / "prune.json"],
+                           [trained_path], as_dict(config))
+    training.remove_checkpoint(folder, "prune")
+    return result
+
+
+def check_input_shape(model, splits: data.Splits, model_path: Path) -> None:
+    """The model must take the data's image shape and give one score per class."""
+    want = (tuple(splits.x_train.shape[1:]), len(splits.classes))
+    have = (tuple(model.input_shape[1:]), model.output_shape[-1])
+    if have != want:
+        raise EdgefireError(f"{model_path}: model takes {have[0]} with {have[1]} classes, the "
+                            f"data has {want[0]} with {want[1]} classes")
+
