@@ -202,6 +202,37 @@ def export(
     run_stage(action)
 
 
+@app.command()
+def verify(
+    max_bytes: Annotated[int, typer.Option(help="Size gate in bytes (0.5 MB = 500,000).")]
+    = V.max_bytes,
+    max_drop: Annotated[float, typer.Option(
+        help="Largest allowed top-1 drop from the float reference, in points.")] = V.max_drop,
+    min_accuracy: Annotated[float | None, typer.Option(
+        help="Optional floor on top-1 accuracy (0-1).")] = None,
+    artifacts: ArtifactsOpt = Path("artifacts"),
+    data: DataOverrideOpt = None,
+) -> None:
+    """Run every artifact in its runtime on the test split; gate size and accuracy."""
+
+    def action():
+        from edgefire import report
+        from edgefire import verify as stage
+        from edgefire.errors import GateFailed
+
+        config = defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
+                                       min_accuracy=min_accuracy)
+        try:
+            result = stage.run(config, artifacts, data)
+        except GateFailed:
+            typer.echo("\n".join(report.table(stage.last_result(artifacts))))
+            raise
+        typer.echo("\n".join(report.table(result)))
+        typer.echo(f"all gates passed -> {artifacts / report.REPORT_MD}")
+
+    run_stage(action)
+
+
 def main() -> None:
     app()
 

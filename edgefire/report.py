@@ -1,0 +1,91 @@
+"""report.json (the versioned contract), report.md (the table a person reads) and report.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgefire import artifacts
+
+REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
+FAILED = " ✗"
+
+
+def describe_failure(gate: dict) -> str:
+    """One sentence: which gate failed and by how much."""
+    value, limit = gate["value"], gate["limit"]
+    if gate["metric"] == "bytes":
+        return (f"{gate['artifact']} is {value:,} bytes, {value - limit:,} over the "
+                f"{limit:,}-byte target")
+    if gate["metric"] == "accuracy_drop":
+        return (f"{gate['artifact']} drops {value:.2f} points from the float reference, "
+                f"{value - limit:.2f} more than the {limit:.2f} allowed")
+    return (f"{gate['artifact']} has accuracy {value:.4f}, {limit - value:.4f} under the "
+            f"minimum {limit:.4f}")
+
+
+def table(result: dict) -> list[str]:
+    """Markdown rows, one per artifact; cells of a failed gate are marked with ✗."""
+    failed = {(g["artifact"], g["metric"]) for g in result["gates"] if not g["passed"]}
+    gated = {g["artifact"] for g in result["gates"]}
+
+    def mark(row, metric, text):
+        return text + (FAILED if (row["name"], metric) in failed else "")
+
+    lines = ["| artifact | format | precision | bytes | gzip bytes | < target | top-1 | drop "
+             "(points) | agreement | latency b=1 (ms) | throughput (img/s) | sparsity |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for row in result["artifacts"]:
+        sparsity = "-" if row["sparsity"] is None else f"{row['sparsity']:.1%}"
+        name = row["name"] + (" (gated)" if row["name"] in gated else "")
+        size = mark(row, "bytes", f"{row['bytes']:,}")
+        accuracy = mark(row, "accuracy", f"{row['accuracy']:.2%}")
+        drop = mark(row, "accuracy_drop", f"{row['accuracy_drop']:.2f}")
+        lines.append(
+            f"| {name} | {row['format']} | {row['precision']} | {size} | "
+            f"{row['gzip_bytes']:,} | {'yes' if row['under_target'] else 'no'} | {accuracy} | "
+            f"{drop} | {row['agreement']:.2%} | {row['latency_ms']:.3f} | "
+            f"{row['throughput_ips']:,.0f} | {sparsity} |")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    data = result["dataset"]
+    gates = [f"- {'passed' if g['passed'] else 'FAILED'}: {g['name']} = {g['value']:,} "
+             f"(limit {g['limit']:,})" for g in result["gates"]]
+    lines = [f"# edgefire report ({'passed' if result['passed'] else 'FAILED'})", "",
+             f"Data: {data['source']} test split, {data['test_images']:,} images. Float "
+             f"reference: {result['reference']}. Target: {result['target_bytes']:,} bytes.",
+             "Accuracy is top-1 measured by running each file in its own runtime (Keras, "
+             "LiteRT interpreter, onnxruntime); latency is batch 1 on one thread.", "",
+             *table(result), "", "Gates:", *gates, ""]
+    return "\n".join(lines)
+
+
+def chart(result: dict, path: Path) -> None:
+    """Accuracy against bytes, one point per artifact, with the target line drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for row in result["artifacts"]:
+        ax.scatter(row["bytes"], row["accuracy"] * 100)
+        ax.annotate(row["name"], (row["bytes"], row["accuracy"] * 100), fontsize=8,
+                    textcoords="offset points", xytext=(4, 4))
+    ax.axvline(result["target_bytes"], color="red", linestyle="--",
+               label=f"target {result['target_bytes']:,} bytes")
+    ax.set_xlabel("file size (bytes)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"accuracy against size on {result['dataset']['name']}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with artifacts.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def write(folder: Path, result: dict) -> None:
+    artifacts.write_json(folder / REPORT_JSON, result)
+    artifacts.write_text(folder / REPORT_MD, markdown(result))
+    chart(result, folder / REPORT_PNG)

@@ -1,0 +1,168 @@
+"""`edgefire verify`: run every artifact in its own runtime on the full test split and gate it.
+
+Each number comes from running the file itself: Keras for the float reference, the LiteRT
+interpreter for `.tflite`, onnxruntime for `.onnx`. The deployable files of the chosen
+quantize precision are gated on bytes, drop from the float reference and, optionally,
+minimum accuracy; every other file is measured and reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgefire import __version__, artifacts, data, report, runtimes
+from edgefire.config import VerifyConfig
+from edgefire.errors import EdgefireError, GateFailed
+
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+
+
+def precision_of(name: str) -> str:
+    """Precision from the artifact's name (`<arch>_<precision>.<ext>`)."""
+    stem = Path(name).stem
+    return next((p for p in PRECISIONS if stem.endswith(f"_{p}")), "float32")
+
+
+def weight_sparsity(path: Path, runner) -> float | None:
+    """Fraction of zeros over the convolution kernels stored in the file."""
+    kernels = []
+    if isinstance(runner, runtimes.KerasRunner):
+        kernels = [w for w in runner.model.get_weights() if w.ndim == 4]
+    elif isinstance(runner, runtimes.OnnxRunner):
+        import onnx
+        from onnx import numpy_helper
+
+        kernels = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+                   if len(t.dims) == 4]
+    else:
+        interpreter = runner.interpreter
+        for tensor in interpreter.get_tensor_details():
+            if len(tensor["shape"]) == 4 and tensor["shape"][0] > 0:
+                try:
+                    kernels.append(interpreter.get_tensor(tensor["index"]))
+                except ValueError:  # activations and sparse-encoded buffers
+                    continue
+        kernels = [k for k in kernels if np.any(k)]
+    total = sum(k.size for k in kernels)
+    return float(sum(int(np.sum(k == 0)) for k in kernels) / total) if total else None
+
+
+def time_latency(path: Path, images: np.ndarray, runs: int) -> float:
+    """Mean milliseconds per image at batch 1 on one thread (after a few warm-up runs)."""
+    runner = runtimes.open_model(path, threads=1)
+    for image in images[:5]:
+        runner.run(image[None])
+    start = time.perf_counter()
+    for i in range(runs):
+        runner.run(images[i % len(images)][None])
+    return (time.perf_counter() - start) / runs * 1000
+
+
+def time_throughput(runner, images: np.ndarray, batch: int) -> float:
+    """Images per second at batch `batch` (the runtime's default threads)."""
+    chunk = images[:batch]
+    runner.run(chunk)
+    start, done = time.perf_counter(), 0
+    while done < 4 * len(chunk):
+        runner.run(chunk)
+        done += len(chunk)
+    return done / (time.perf_counter() - start)
+
+
+def measure(path: Path, x_test: np.ndarray, y_test: np.ndarray, config: VerifyConfig) -> dict:
+    """Everything verify reports about one artifact, except its comparison with the reference."""
+    runner = runtimes.open_model(path)
+    predicted = runtimes.predict(runner, x_test)
+    raw = path.read_bytes()
+    return {
+        "name": path.name, "path": path.name, "format": runtimes.format_of(path),
+        "precision": precision_of(path.name), "bytes": len(raw),
+        "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0)),
+        "sha256": artifacts.sha256(path), "under_target": len(raw) <= config.max_bytes,
+        "accuracy": float(np.mean(predicted == y_test)),
+        "latency_ms": round(time_latency(path, x_test, config.latency_runs), 4),
+        "throughput_ips": round(time_throughput(runner, x_test, config.throughput_batch), 1),
+        "sparsity": weight_sparsity(path, runner), "_predicted": predicted}
+
+
+def gates(rows: list[dict], gated: set[str], config: VerifyConfig) -> list[dict]:
+    """Size, drop and (optional) minimum-accuracy gates of every gated artifact."""
+    result = []
+    for row in (r for r in rows if r["name"] in gated):
+        checks = [("bytes", config.max_bytes, row["bytes"], row["bytes"] <= config.max_bytes),
+                  ("accuracy_drop", config.max_drop, row["accuracy_drop"],
+                   row["accuracy_drop"] <= config.max_drop)]
+        if config.min_accuracy is not None:
+            checks.append(("accuracy", config.min_accuracy, row["accuracy"],
+                           row["accuracy"] >= config.min_accuracy))
+        result += [{"name": f"{row['name']} {what}", "artifact": row["name"], "metric": what,
+                    "limit": limit, "value": value, "passed": bool(ok)}
+                   for what, limit, value, ok in checks]
+    return result
+
+
+def check_config(config: VerifyConfig) -> None:
+    if config.max_bytes < 1:
+        raise EdgefireError(f"--max-bytes must be >= 1 (got {config.max_bytes})")
+    if config.max_drop < 0:
+        raise EdgefireError(f"--max-drop must be >= 0 (got {config.max_drop})")
+    if config.min_accuracy is not None and not 0 <= config.min_accuracy <= 1:
+        raise EdgefireError(f"--min-accuracy must be between 0 and 1 (got "
+                            f"{config.min_accuracy})")
+
+
+def artifacts_to_verify(folder: Path) -> tuple[str, list[str], set[str]]:
+    """The float reference, every deployable file, and the gated ones; all checked intact."""
+    exported = artifacts.read_json(folder / "export.json", "export metadata")
+    quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
+    manifest = artifacts.load_manifest(folder)["artifacts"]
+    names = [exported["source"], *exported["deployables"]]
+    for name in names:
+        if name not in manifest or not (folder / name).exists():
+            raise EdgefireError(f"{folder / name}: missing (run export again)")
+        artifacts.check_intact(folder, name, manifest[name])
+    gated = {n for n in exported["deployables"] if precision_of(n) == quantized["precision"]}
+    return exported["source"], names, gated
+
+
+def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
+    """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
+    check_config(config)
+    reference, names, gated = artifacts_to_verify(folder)
+    train_meta = artifacts.read_json(folder / "train.json", "training metadata")
+    source = data_override or train_meta["config"]["data"]
+    dataset = data.load(source)
+    if tuple(dataset.classes) != tuple(train_meta["classes"]):
+        raise EdgefireError(f"{source}: classes {list(dataset.classes)} differ from the "
+                            f"model's {train_meta['classes']}")
+    rows = [measure(folder / name, dataset.x_test, dataset.y_test, config) for name in names]
+    ref = rows[0]
+    for row in rows:
+        row["accuracy_drop"] = round((ref["accuracy"] - row["accuracy"]) * 100, 2)
+        row["agreement"] = float(np.mean(row.pop("_predicted") == ref["_predicted"])
+                                 if row is not ref else 1.0)
+    ref.pop("_predicted", None)
+    result = {
+        "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "edgefire_version": __version__,
+        "dataset": {"source": source, "name": Path(source).name or source,
+                    "test_images": int(len(dataset.y_test))},
+        "input": {"layout": "NHWC", "color": "RGB", "size": list(dataset.x_test.shape[1:3]),
+                  "normalize": {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}},
+        "target_bytes": config.max_bytes, "reference": reference,
+        "gates": gates(rows, gated, config), "artifacts": rows}
+    result["passed"] = all(g["passed"] for g in result["gates"])
+    report.write(folder, result)
+    failed = [g for g in result["gates"] if not g["passed"]]
+    if failed:
+        raise GateFailed("; ".join(report.describe_failure(g) for g in failed))
+    return result
+
+
+def last_result(folder: Path) -> dict:
+    """The report.json verify wrote last."""
+    return artifacts.read_json(folder / report.REPORT_JSON, "report")
