@@ -26,7 +26,7 @@ train: install
 	$(BIN)/edgefire train --data $(DATA) $(EPOCHS_ARG) --artifacts $(ARTIFACTS) $(EDGEFIRE_ARGS)
 
 all: install
-	$(BIN)/edgefire train --data $(DATA) $(EPOCHS_ARG) --artifacts $(ARTIFACTS) $(EDGEFIRE_ARGS)
+	$(BIN)/edgefire build --quantize int8 --data $(DATA) $(EPOCHS_ARG) --artifacts $(ARTIFACTS) $(EDGEFIRE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -115,6 +115,17 @@ def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Pat
     return manifest
 
 
+def forget_stage(folder: Path, stage: str) -> None:
+    """Drop a stage and its artifacts from the manifest (the files stay until overwritten)."""
+    manifest = load_manifest(folder)
+    if stage not in manifest["stages"]:
+        return
+    del manifest["stages"][stage]
+    manifest["artifacts"] = {n: a for n, a in manifest["artifacts"].items()
+                             if a["stage"] != stage}
+    write_json(folder / MANIFEST, manifest)
+
+
 def artifact_path(folder: Path, name: str, needed_by: str) -> Path:
     """The path of a recorded artifact whose bytes still match the manifest."""
     entry = load_manifest(folder)["artifacts"].get(name)

@@ -225,10 +225,65 @@ def verify(
         try:
             result = stage.run(config, artifacts, data)
         except GateFailed:
-            typer.echo("\n".join(report.table(stage.last_result(artifacts))))
+            typer.echo("\n".join(report.table(report.load(artifacts))))
             raise
         typer.echo("\n".join(report.table(result)))
         typer.echo(f"all gates passed -> {artifacts / report.REPORT_MD}")
+
+    run_stage(action)
+
+
+@app.command()
+def build(
+    quantize: Annotated[str, typer.Option(
+        "--quantize", help="int8 (full integer), float16, dynamic (range) or none.")] = Q.mode,
+    data: DataOpt = T.data,
+    arch: Annotated[str, typer.Option(help="Architecture (see train).")] = T.arch,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = T.learning_rate,
+    seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
+    limit: Annotated[int | None, typer.Option(help="Class-balanced training subset.")] = None,
+    sparsity: Annotated[float, typer.Option(help="Pruning target (0 skips pruning).")]
+    = P.sparsity,
+    prune_epochs: Annotated[int, typer.Option(help="Pruning fine-tune epochs.")] = P.epochs,
+    keep_dense: Annotated[str, typer.Option(help="Layers left dense, comma-separated.")]
+    = ",".join(P.keep_dense),
+    qat: Annotated[bool, typer.Option(help="Quantization-aware fine-tuning (int8).")] = Q.qat,
+    qat_epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = Q.qat_epochs,
+    calibration_samples: Annotated[int, typer.Option(help="int8 calibration images.")]
+    = Q.calibration_samples,
+    io: Annotated[str, typer.Option(help="int8 input/output type: uint8 or int8.")] = Q.io,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = E.opset,
+    max_bytes: Annotated[int, typer.Option(help="Size gate in bytes.")] = V.max_bytes,
+    max_drop: Annotated[float, typer.Option(help="Largest allowed drop, in points.")]
+    = V.max_drop,
+    min_accuracy: Annotated[float | None, typer.Option(help="Optional accuracy floor.")] = None,
+    force: Annotated[bool, typer.Option(help="Rerun every stage, even if up to date.")] = False,
+    artifacts: ArtifactsOpt = Path("artifacts"),
+) -> None:
+    """Train, prune, quantize, export and verify; skip stages that are up to date."""
+
+    def action():
+        from edgefire import build as pipeline
+        from edgefire import report
+        from edgefire.errors import GateFailed
+
+        plan = pipeline.Plan(
+            train=training_config(data, arch, epochs, batch_size, learning_rate, seed, limit),
+            prune=pruning_config(sparsity, prune_epochs, P.learning_rate, keep_dense),
+            quantize=quantization_config(quantize, qat, qat_epochs, calibration_samples, io),
+            export=defaults.ExportConfig(opset=opset),
+            verify=defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
+                                         min_accuracy=min_accuracy),
+            force=force)
+        try:
+            result = pipeline.run(plan, artifacts, echo=typer.echo)
+        except GateFailed:
+            typer.echo("\n".join(report.table(report.load(artifacts))))
+            raise
+        typer.echo("\n".join(report.table(result)))
+        typer.echo(f"build passed -> {artifacts / report.REPORT_MD}")
 
     run_stage(action)
 

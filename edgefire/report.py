@@ -7,6 +7,7 @@ from pathlib import Path
 from edgefire import artifacts
 
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
+OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_PNG)
 FAILED = " ✗"
 
 
@@ -89,3 +90,8 @@ def write(folder: Path, result: dict) -> None:
     artifacts.write_json(folder / REPORT_JSON, result)
     artifacts.write_text(folder / REPORT_MD, markdown(result))
     chart(result, folder / REPORT_PNG)
+
+
+def load(folder: Path) -> dict:
+    """The report.json verify wrote last."""
+    return artifacts.read_json(folder / REPORT_JSON, "report")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefire import __version__, artifacts, data, report, runtimes
-from edgefire.config import VerifyConfig
+from edgefire.config import VerifyConfig, as_dict
 from edgefire.errors import EdgefireError, GateFailed
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
@@ -29,26 +29,41 @@ def precision_of(name: str) -> str:
 
 def weight_sparsity(path: Path, runner) -> float | None:
     """Fraction of zeros over the convolution kernels stored in the file."""
-    kernels = []
+    if isinstance(runner, runtimes.TFLiteRunner):
+        zeros, total = tflite_kernel_zeros(runner.interpreter)
+        return zeros / total if total else None
     if isinstance(runner, runtimes.KerasRunner):
         kernels = [w for w in runner.model.get_weights() if w.ndim == 4]
-    elif isinstance(runner, runtimes.OnnxRunner):
+    else:
         import onnx
         from onnx import numpy_helper
 
         kernels = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
                    if len(t.dims) == 4]
-    else:
-        interpreter = runner.interpreter
-        for tensor in interpreter.get_tensor_details():
-            if len(tensor["shape"]) == 4 and tensor["shape"][0] > 0:
-                try:
-                    kernels.append(interpreter.get_tensor(tensor["index"]))
-                except ValueError:  # activations and sparse-encoded buffers
-                    continue
-        kernels = [k for k in kernels if np.any(k)]
     total = sum(k.size for k in kernels)
     return float(sum(int(np.sum(k == 0)) for k in kernels) / total) if total else None
+
+
+def tflite_kernel_zeros(interpreter) -> tuple[int, int]:
+    """Zeros and total weights over the filters of every convolution in a TFLite model.
+
+    A sparse-encoded filter is the input of a DENSIFY op that stores only its kept values;
+    the zeros it encodes are the dense size minus the non-zero values stored.
+    """
+    ops = interpreter._get_ops_details()  # the one view of op inputs the interpreter offers
+    densified = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops
+                 if op["op_name"] == "DENSIFY"}
+    shapes = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
+    zeros = total = 0
+    for op in ops:
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        index = int(op["inputs"][1])
+        size = int(np.prod(shapes[index]))
+        stored = interpreter.get_tensor(densified.get(index, index))
+        zeros += size - int(np.count_nonzero(stored))
+        total += size
+    return zeros, total
 
 
 def time_latency(path: Path, images: np.ndarray, runs: int) -> float:
@@ -160,9 +175,8 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
     failed = [g for g in result["gates"] if not g["passed"]]
     if failed:
         raise GateFailed("; ".join(report.describe_failure(g) for g in failed))
+    # recorded only when every gate passed, so a failed verify is never "up to date"
+    artifacts.record_stage(folder, "verify", [folder / n for n in report.OUTPUTS],
+                           [folder / n for n in names], as_dict(config))
     return result
 
-
-def last_result(folder: Path) -> dict:
-    """The report.json verify wrote last."""
-    return artifacts.read_json(folder / report.REPORT_JSON, "report")

@@ -1,0 +1,110 @@
+"""`edgefire build`: train, prune, quantize, export and verify, skipping what is up to date.
+
+A stage is up to date when the manifest records it with the same config, inputs whose
+sha256 still match, and intact outputs; `--force` reruns everything. Each stage is a
+(name, inputs, config, action) row, so adding a stage is adding a row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefire import artifacts
+from edgefire.config import (
+    ExportConfig,
+    PruneConfig,
+    QuantizeConfig,
+    TrainConfig,
+    VerifyConfig,
+    as_dict,
+)
+from edgefire.errors import EdgefireError
+
+BUILD_LOG = "build.json"
+
+
+@dataclass(frozen=True)
+class Plan:
+    train: TrainConfig
+    prune: PruneConfig
+    quantize: QuantizeConfig
+    export: ExportConfig
+    verify: VerifyConfig
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    inputs: Callable[[Path], list[Path]]  # the files it reads, resolved when it is its turn
+    config: dict
+    action: Callable[[Path], object]
+
+
+def _quantize_inputs(folder: Path) -> list[Path]:
+    from edgefire.quantize import source_model
+
+    return [source_model(folder)]
+
+
+def _export_inputs(folder: Path) -> list[Path]:
+    from edgefire.quantize import source_model
+
+    quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
+    return [source_model(folder), folder / quantized["artifact"]]
+
+
+def _verify_inputs(folder: Path) -> list[Path]:
+    exported = artifacts.read_json(folder / "export.json", "export metadata")
+    return [folder / exported["source"], *(folder / name for name in exported["deployables"])]
+
+
+def stages(plan: Plan) -> list[Stage]:
+    from edgefire import export, prune, quantize, train, verify
+
+    rows = [Stage("train", lambda f: [], as_dict(plan.train),
+                  lambda f: train.run(plan.train, f))]
+    if plan.prune.sparsity > 0:
+        rows.append(Stage("prune", lambda f: [f / train.MODEL], as_dict(plan.prune),
+                          lambda f: prune.run(plan.prune, f)))
+    rows += [
+        Stage("quantize", _quantize_inputs, as_dict(plan.quantize),
+              lambda f: quantize.run(plan.quantize, f)),
+        Stage("export", _export_inputs, as_dict(plan.export),
+              lambda f: export.run(plan.export, f)),
+        Stage("verify", _verify_inputs, as_dict(plan.verify),
+              lambda f: verify.run(plan.verify, f)),
+    ]
+    return rows
+
+
+def run(plan: Plan, folder: Path, echo=print) -> dict:
+    """Run every stage that is not up to date; stop at the first failure with its stage named."""
+    artifacts.ensure_folder(folder)
+    if plan.prune.sparsity == 0:
+        artifacts.forget_stage(folder, "prune")  # quantize then takes the trained model
+    log = {"stages": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    start = time.perf_counter()
+    result = None
+    for stage in stages(plan):
+        inputs = stage.inputs(folder)
+        if not plan.force and artifacts.stage_is_current(folder, stage.name, inputs,
+                                                         stage.config):
+            echo(f"= {stage.name}: up to date")
+            log["stages"][stage.name] = {"status": "up to date", "seconds": 0.0}
+            continue
+        echo(f"> {stage.name} ...")
+        began = time.perf_counter()
+        try:
+            result = stage.action(folder)
+        except EdgefireError as exc:
+            raise type(exc)(f"{stage.name}: {exc}") from None
+        seconds = round(time.perf_counter() - began, 1)
+        echo(f"< {stage.name} done in {seconds:.0f} s")
+        log["stages"][stage.name] = {"status": "ran", "seconds": seconds}
+    log["seconds"] = round(time.perf_counter() - start, 1)
+    artifacts.write_json(folder / BUILD_LOG, log)
+    return result if result is not None else artifacts.read_json(folder / "report.json", "report")
