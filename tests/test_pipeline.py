@@ -1,0 +1,166 @@
+"""`edgefire build` end to end on the tiny set: artifacts, report contract, gates, increments."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from edgefire import data, runtimes
+from edgefire.cli import app
+from tests.conftest import TINY_TRAIN
+
+BUILD = ["build", "--quantize", "int8", *TINY_TRAIN, "--prune-epochs", "1"]
+DEPLOYABLES = ["squeezenet_int8.tflite", "squeezenet_float32.tflite", "squeezenet_float32.onnx",
+               "squeezenet_int8.onnx"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def built(image_folder, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("built") / "artifacts"
+    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder))
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def stage_status(folder) -> dict:
+    log = json.loads((folder / "build.json").read_text())
+    return {name: stage["status"] for name, stage in log["stages"].items()}
+
+
+def test_every_deployable_exists_and_runs_in_its_runtime(built, image_folder):
+    ds = data.load(str(image_folder))
+    for name in DEPLOYABLES:
+        predicted = runtimes.predict(runtimes.open_model(built / name), ds.x_test[:20])
+        assert predicted.shape == (20,)
+    for name in ("squeezenet_float32.onnx", "squeezenet_int8.onnx"):
+        onnx.checker.check_model(onnx.load(str(built / name)), full_check=True)
+
+
+def test_labels_match_the_classes(built, image_folder):
+    labels = (built / "labels.txt").read_text().splitlines()
+    assert labels == list(data.load(str(image_folder)).classes)
+
+
+def test_report_json_follows_the_contract(built):
+    report = json.loads((built / "report.json").read_text())
+    assert report["schema"] == 1 and report["passed"] is True
+    assert {"created", "edgefire_version", "target_bytes", "reference", "gates"} <= set(report)
+    assert report["dataset"]["test_images"] == 200
+    assert report["input"] == {"layout": "NHWC", "color": "RGB", "size": [32, 32],
+                               "normalize": {"mean": [0.0, 0.0, 0.0],
+                                             "std": [255.0, 255.0, 255.0]}}
+    keys = {"name", "path", "format", "precision", "bytes", "gzip_bytes", "sha256",
+            "under_target", "accuracy", "accuracy_drop", "agreement", "latency_ms",
+            "throughput_ips", "sparsity"}
+    names = [a["name"] for a in report["artifacts"]]
+    assert names == [report["reference"], *DEPLOYABLES]
+    for artifact in report["artifacts"]:
+        assert set(artifact) == keys
+        assert artifact["bytes"] == (built / artifact["path"]).stat().st_size
+        assert artifact["format"] in ("keras", "tflite", "onnx")
+        assert 0 <= artifact["accuracy"] <= 1 and 0 <= artifact["agreement"] <= 1
+    gated = {g["artifact"] for g in report["gates"]}
+    assert gated == {"squeezenet_int8.tflite", "squeezenet_int8.onnx"}
+    assert all({"name", "limit", "value", "passed"} <= set(g) for g in report["gates"])
+    assert (built / "report.md").exists() and (built / "report.png").read_bytes()[:4] == \
+        b"\x89PNG"
+
+
+def test_report_accuracy_equals_an_independent_evaluation(built, image_folder):
+    from ai_edge_litert.interpreter import Interpreter
+
+    report = {a["name"]: a for a in json.loads((built / "report.json").read_text())["artifacts"]}
+    ds = data.load(str(image_folder))
+    interpreter = Interpreter(model_path=str(built / "squeezenet_int8.tflite"))
+    interpreter.allocate_tensors()
+    tensor_in = interpreter.get_input_details()[0]
+    hits = 0
+    for image, label in zip(ds.x_test, ds.y_test, strict=True):
+        interpreter.set_tensor(tensor_in["index"], image[None])  # raw pixels, as a phone would
+        interpreter.invoke()
+        hits += int(np.argmax(interpreter.get_tensor(
+            interpreter.get_output_details()[0]["index"])) == label)
+    assert report["squeezenet_int8.tflite"]["accuracy"] == hits / len(ds.y_test)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(built / "squeezenet_float32.onnx"))
+    scores = session.run(None, {"image": ds.x_test.astype(np.float32) / 255})[0]
+    assert report["squeezenet_float32.onnx"]["accuracy"] == np.mean(scores.argmax(1) == ds.y_test)
+
+
+def test_second_build_is_up_to_date(built, image_folder):
+    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(built))
+    assert result.exit_code == 0, result.output
+    assert set(stage_status(built).values()) == {"up to date"}
+
+
+def test_changing_max_drop_reruns_only_verify(built, image_folder, copy_of):
+    folder = copy_of(built)
+    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder),
+                    "--max-drop", "2.5")
+    assert result.exit_code == 0, result.output
+    status = stage_status(folder)
+    assert status.pop("verify") == "ran" and set(status.values()) == {"up to date"}
+
+
+def test_changing_sparsity_reruns_prune_and_later_never_train(built, image_folder, copy_of):
+    folder = copy_of(built)
+    trained_sha = json.loads((folder / "manifest.json").read_text())["artifacts"]["trained.h5"]
+    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder),
+                    "--sparsity", "0.3")
+    assert result.exit_code == 0, result.output
+    status = stage_status(folder)
+    assert status["train"] == "up to date"
+    assert all(status[s] == "ran" for s in ("prune", "quantize", "export", "verify"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["artifacts"]["trained.h5"] == trained_sha
+
+
+def test_size_gate_failure_exits_1_naming_the_artifact(built, copy_of):
+    folder = copy_of(built)
+    result = invoke("verify", "--artifacts", str(folder), "--max-bytes", "1000")
+    assert result.exit_code == 1, result.output
+    assert "squeezenet_int8.tflite is" in result.output and "over the 1,000-byte" in result.output
+    assert "✗" in result.output  # the table marks the failing cells
+    assert json.loads((folder / "report.json").read_text())["passed"] is False
+
+
+def test_verify_refuses_an_artifact_edited_after_the_build(built, copy_of):
+    folder = copy_of(built)
+    tflite = folder / "squeezenet_int8.tflite"
+    content = bytearray(tflite.read_bytes())
+    content[-100] ^= 0xFF
+    tflite.write_bytes(bytes(content))
+    result = invoke("verify", "--artifacts", str(folder))
+    assert result.exit_code == 2
+    assert "squeezenet_int8.tflite: bytes do not match the manifest" in result.output
+
+
+@pytest.mark.parametrize("name", ["squeezenet_int8.tflite", "squeezenet_int8.onnx"])
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_corrupt_model_files_give_one_clear_line(tmp_path, built, name, damage):
+    path = tmp_path / name
+    content = (built / name).read_bytes()
+    path.write_bytes({"truncate": content[:len(content) // 3], "empty": b"",
+                      "garbage": b"not a model at all" * 10}[damage])
+    from edgefire.errors import EdgefireError
+
+    with pytest.raises(EdgefireError, match=name):
+        runtimes.predict(runtimes.open_model(path), np.zeros((2, 32, 32, 3), np.uint8))
+
+
+def test_build_stops_at_the_first_failing_stage(tmp_path):
+    missing = tmp_path / "no-data"
+    result = invoke("build", "--data", str(missing), "--artifacts", str(tmp_path / "a"))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("edgefire: error: train:")
+    shutil.rmtree(tmp_path / "a", ignore_errors=True)
