@@ -8,7 +8,7 @@ ARTIFACTS ?= artifacts
 EDGEFIRE_ARGS ?=
 EPOCHS_ARG := $(if $(EPOCHS),--epochs $(EPOCHS))
 
-.PHONY: install test train all clean
+.PHONY: install test train all bench-train clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ train: install
 
 all: install
 	$(BIN)/edgefire build --quantize int8 --data $(DATA) $(EPOCHS_ARG) --artifacts $(ARTIFACTS) $(EDGEFIRE_ARGS)
+
+bench-train: install
+	$(BIN)/python -m edgefire.bench --data $(DATA) --out $(ARTIFACTS)/bench-train.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

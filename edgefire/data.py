@@ -198,7 +198,8 @@ def _load_cifar_archive(archive: Path) -> Dataset:
 
             return _from_batches(read, str(archive))
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise EdgefireError(f"{archive}: corrupt or truncated archive ({exc})") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip("- ")
+        raise EdgefireError(f"{archive}: corrupt or truncated archive ({reason})") from None
 
 
 # --- image folders -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from tests import synthetic  # noqa: E402
 
 # A few epochs of the default recipe on the tiny learnable set: seconds, well above chance.
 TINY_TRAIN = ["--epochs", "3", "--batch-size", "32", "--seed", "1"]
+BUILD = ["build", "--quantize", "int8", *TINY_TRAIN, "--prune-epochs", "1"]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -48,6 +49,20 @@ def trained_folder(tmp_path_factory, image_folder) -> Path:
     folder = tmp_path_factory.mktemp("trained")
     result = CliRunner().invoke(app, ["train", "--data", str(image_folder), "--artifacts",
                                       str(folder), *TINY_TRAIN])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture(scope="session")
+def built(image_folder, tmp_path_factory) -> Path:
+    """An artifacts folder after a whole `edgefire build` on the tiny image folder."""
+    from typer.testing import CliRunner
+
+    from edgefire.cli import app
+
+    folder = tmp_path_factory.mktemp("built") / "artifacts"
+    result = CliRunner().invoke(app, [*BUILD, "--data", str(image_folder), "--artifacts",
+                                      str(folder)])
     assert result.exit_code == 0, result.output
     return folder
 

@@ -12,23 +12,14 @@ from typer.testing import CliRunner
 
 from edgefire import data, runtimes
 from edgefire.cli import app
-from tests.conftest import TINY_TRAIN
+from tests.conftest import BUILD
 
-BUILD = ["build", "--quantize", "int8", *TINY_TRAIN, "--prune-epochs", "1"]
 DEPLOYABLES = ["squeezenet_int8.tflite", "squeezenet_float32.tflite", "squeezenet_float32.onnx",
                "squeezenet_int8.onnx"]
 
 
 def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
-
-
-@pytest.fixture(scope="module")
-def built(image_folder, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("built") / "artifacts"
-    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder))
-    assert result.exit_code == 0, result.output
-    return folder
 
 
 def stage_status(folder) -> dict:
@@ -145,7 +136,7 @@ def test_verify_refuses_an_artifact_edited_after_the_build(built, copy_of):
     assert "squeezenet_int8.tflite: bytes do not match the manifest" in result.output
 
 
-@pytest.mark.parametrize("name", ["squeezenet_int8.tflite", "squeezenet_int8.onnx"])
+@pytest.mark.parametrize("name", ["squeezenet_int8.tflite", "squeezenet_int8.onnx", "pruned.h5"])
 @pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
 def test_corrupt_model_files_give_one_clear_line(tmp_path, built, name, damage):
     path = tmp_path / name
@@ -156,6 +147,24 @@ def test_corrupt_model_files_give_one_clear_line(tmp_path, built, name, damage):
 
     with pytest.raises(EdgefireError, match=name):
         runtimes.predict(runtimes.open_model(path), np.zeros((2, 32, 32, 3), np.uint8))
+
+
+def test_data_with_other_classes_than_the_model_is_refused(trained_folder, copy_of, tmp_path):
+    from tests import synthetic
+
+    other = tmp_path / "four"
+    for split in ("train", "test"):
+        for name in synthetic.CLASSES[:4]:
+            (other / split / name).mkdir(parents=True)
+    synthetic.write_image_folder(tmp_path / "src", 30, 3)
+    for split in ("train", "test"):
+        for name in synthetic.CLASSES[:4]:
+            for image in (tmp_path / "src" / split / name).iterdir():
+                shutil.copy(image, other / split / name)
+    result = invoke("prune", "--artifacts", str(copy_of(trained_folder)), "--data", str(other))
+    assert result.exit_code == 2, result.output
+    assert "model takes (32, 32, 3) with 10 classes, the data has (32, 32, 3) with 4 classes" \
+        in result.output
 
 
 def test_build_stops_at_the_first_failing_stage(tmp_path):

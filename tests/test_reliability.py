@@ -1,0 +1,146 @@
+"""Kills, interrupts, full disks, edited files and byte-identical rebuilds."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgefire import artifacts
+from edgefire.cli import app
+from edgefire.errors import EdgefireError
+from tests.conftest import BUILD
+from tests.test_pipeline import DEPLOYABLES
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgefire.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(folder: Path, stage: str, epochs: int, process, timeout: float = 300):
+    state = folder / f"{stage}_checkpoint.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epochs_done"] >= epochs:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{stage} never finished {epochs} epoch(s): {process.poll()}")
+
+
+def hashes(folder: Path) -> dict:
+    return {p.name: artifacts.sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_killed_training_resumes_from_its_last_epoch(image_folder, tmp_path):
+    folder = tmp_path / "a"
+    args = ["train", "--data", str(image_folder), "--artifacts", str(folder), "--epochs", "4",
+            "--batch-size", "32"]
+    process = start(*args)
+    wait_for_epochs(folder, "train", 1, process)
+    process.kill()  # SIGKILL: no chance to clean up
+    process.wait()
+    done = json.loads((folder / "train_checkpoint.json").read_text())["epochs_done"]
+    assert 1 <= done < 4 and not (folder / "trained.h5").exists()
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert f"resuming train after epoch {done}" in result.output
+    history = json.loads((folder / "train.json").read_text())["history"]
+    assert len(history["loss"]) == len(history["val_accuracy"]) == 4  # no duplicated epochs
+    assert result.output.count("epoch ") == 4 - done + 1  # only the missing epochs ran
+
+
+def test_interrupt_exits_130_and_keeps_the_checkpoint(image_folder, tmp_path):
+    folder = tmp_path / "a"
+    process = start("train", "--data", str(image_folder), "--artifacts", str(folder),
+                    "--epochs", "6", "--batch-size", "32")
+    wait_for_epochs(folder, "train", 1, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert json.loads((folder / "train_checkpoint.json").read_text())["epochs_done"] >= 1
+
+
+def test_killed_export_leaves_previous_artifacts_intact(built, copy_of):
+    folder = copy_of(built)
+    before = hashes(folder)
+    for delay in (4.0, 8.0, 12.0):
+        process = start("export", "--artifacts", str(folder))
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        after = hashes(folder)
+        for name in DEPLOYABLES + ["labels.txt", "manifest.json"]:
+            assert after[name] == before[name], (delay, name)  # old or identical new bytes
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"good old model")
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(EdgefireError, match="model.tflite: cannot write .No space left"):
+        artifacts.write_bytes(path, b"new model that does not fit")
+    assert path.read_bytes() == b"good old model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
+
+
+def test_full_disk_during_verify_is_one_line_and_keeps_the_report(built, copy_of,
+                                                                   monkeypatch):
+    folder = copy_of(built)
+    report = (folder / "report.json").read_bytes()
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    result = invoke("verify", "--artifacts", str(folder))
+    assert result.exit_code == 2
+    assert result.output.strip().endswith("cannot write (No space left on device)")
+    assert (folder / "report.json").read_bytes() == report
+
+
+def test_unwritable_artifacts_folder_is_one_line(tmp_path, monkeypatch, image_folder):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke("train", "--data", str(image_folder), "--artifacts", str(blocker / "a"))
+    assert result.exit_code == 2 and "cannot create artifacts folder" in result.output
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # root ignores permissions
+    result = invoke("train", "--data", str(image_folder), "--artifacts", str(tmp_path / "b"))
+    assert result.exit_code == 2 and "artifacts folder is not writable" in result.output
+
+
+def test_older_manifest_schema_is_refused_with_what_to_do(built, copy_of):
+    folder = copy_of(built)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["schema"] = 0
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("verify", "--artifacts", str(folder))
+    assert result.exit_code == 2
+    assert "manifest schema 0" in result.output and "--force" in result.output
+
+
+def test_same_seed_rebuilds_byte_identical_files(built, image_folder, tmp_path):
+    folder = tmp_path / "again"
+    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder))
+    assert result.exit_code == 0, result.output
+    for name in DEPLOYABLES + ["trained.h5", "pruned.h5", "labels.txt"]:
+        assert artifacts.sha256(folder / name) == artifacts.sha256(built / name), name
+    val = [json.loads((f / "train.json").read_text())["val_accuracy"] for f in (folder, built)]
+    assert val[0] == val[1]
