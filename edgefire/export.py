@@ -45,7 +45,7 @@ def float_onnx(model, opset: int) -> bytes:
 
 
 def shorten_names(proto) -> None:
-    """Rename internal tensors and nodes (`t0`, `n0`...) and drop doc strings.
+    """Rename internal tensors and nodes (`t0`, `n0`...), name the batch dimension, drop docs.
 
     tf2onnx keeps TensorFlow's long scoped names, which cost bytes in a file that sits at the
     0.5 MB line; graph inputs and outputs keep their names.
@@ -69,6 +69,12 @@ def shorten_names(proto) -> None:
         node.output[:] = [short(n) for n in node.output]
     for info in graph.value_info:
         info.name = short(info.name)
+    # tf2onnx numbers unknown dimensions with a process-wide counter ("unk__593"): a name that
+    # changes between runs would break byte-identical rebuilds
+    for info in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.dim_param = "batch"
     graph.doc_string = ""
     proto.doc_string = ""
 
