@@ -76,10 +76,14 @@ def chart(result: dict, path: Path) -> None:
                     textcoords="offset points", xytext=(4, 4))
     ax.axvline(result["target_bytes"], color="red", linestyle="--",
                label=f"target {result['target_bytes']:,} bytes")
+    accuracies = [row["accuracy"] * 100 for row in result["artifacts"]]
+    ax.set_ylim(min(accuracies) - 1, max(accuracies) + 1)  # a few hundredths must not look huge
+    ax.set_xlim(0, max(max(r["bytes"] for r in result["artifacts"]),
+                       result["target_bytes"]) * 1.25)
     ax.set_xlabel("file size (bytes)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"accuracy against size on {result['dataset']['name']}")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower left")
     fig.tight_layout()
     with artifacts.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
