@@ -70,10 +70,14 @@ def chart(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for row in result["artifacts"]:
+    by_size = sorted(result["artifacts"], key=lambda r: r["bytes"])
+    for rank, row in enumerate(by_size):
         ax.scatter(row["bytes"], row["accuracy"] * 100)
+        # neighbours alternate above and below, further out each time, so labels never collide
+        offset = (rank // 2 + 1) * 14 * (1 if rank % 2 == 0 else -1)
         ax.annotate(row["name"], (row["bytes"], row["accuracy"] * 100), fontsize=8,
-                    textcoords="offset points", xytext=(4, 4))
+                    textcoords="offset points", xytext=(4, offset),
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     ax.axvline(result["target_bytes"], color="red", linestyle="--",
                label=f"target {result['target_bytes']:,} bytes")
     accuracies = [row["accuracy"] * 100 for row in result["artifacts"]]
