@@ -48,7 +48,9 @@ def shorten_names(proto) -> None:
     """Rename internal tensors and nodes (`t0`, `n0`...), name the batch dimension, drop docs.
 
     tf2onnx keeps TensorFlow's long scoped names, which cost bytes in a file that sits at the
-    0.5 MB line; graph inputs and outputs keep their names.
+    0.5 MB line. Names follow the order of first use in the (stable) node list, and the
+    initializers are sorted by it, because tf2onnx emits initializers in an order that
+    changes from process to process.
     """
     graph = proto.graph
     names = {graph.input[0].name: ONNX_INPUT, graph.output[0].name: ONNX_OUTPUT}
@@ -60,13 +62,17 @@ def shorten_names(proto) -> None:
             return names.get(name, name)
         return names.setdefault(name, f"t{len(names)}")
 
-    for init in graph.initializer:
-        init.name = short(init.name)
     for index, node in enumerate(graph.node):
         node.name = f"n{index}"
         node.doc_string = ""
         node.input[:] = [short(n) for n in node.input]
         node.output[:] = [short(n) for n in node.output]
+    for init in sorted(graph.initializer, key=lambda i: i.name):  # unused ones, if any, last
+        init.name = short(init.name)
+    order = {name: rank for rank, name in enumerate(names.values())}
+    initializers = sorted(graph.initializer, key=lambda i: order[i.name])
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
     for info in graph.value_info:
         info.name = short(info.name)
     # tf2onnx numbers unknown dimensions with a process-wide counter ("unk__593"): a name that
