@@ -7,6 +7,10 @@ EPOCHS ?=
 ARTIFACTS ?= artifacts
 EDGEFIRE_ARGS ?=
 EPOCHS_ARG := $(if $(EPOCHS),--epochs $(EPOCHS))
+# MediaPipe (which checks that the .tflite loads in the on-device API) pins absl-py 2, which
+# tensorflow-model-optimization refuses, so it gets a venv of its own, used only by a test.
+MEDIAPIPE_VENV ?= .venv-mediapipe
+MEDIAPIPE ?= mediapipe==1.2.3
 
 .PHONY: install test train all bench-train clean
 
@@ -18,7 +22,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-test: install
+$(MEDIAPIPE_VENV)/.installed:
+	$(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/pip install --quiet $(MEDIAPIPE)
+	touch $@
+
+test: install $(MEDIAPIPE_VENV)/.installed
 	$(BIN)/ruff check edgefire tests
 	$(BIN)/pytest -q
 
@@ -32,5 +41,5 @@ bench-train: install
 	$(BIN)/python -m edgefire.bench --data $(DATA) --out $(ARTIFACTS)/bench-train.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info
 	find $(ARTIFACTS) -mindepth 1 -name '.*tmp*' -delete 2>/dev/null || true

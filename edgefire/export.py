@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, runtimes
+from edgefire import artifacts, data, metadata, runtimes
 from edgefire import quantize as quantizing
 from edgefire import train as training
 from edgefire.config import ExportConfig, as_dict
@@ -169,6 +169,7 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
     if quantized["precision"] != "float32":
         tflite, sparse = quantizing.smallest_encoding(model, "none", "uint8", np.zeros(0),
                                                       quantized["sparsity"])
+        tflite = metadata.attach(tflite, arch, train_meta["classes"])
         outputs.append(_write(folder / f"{arch}_float32.tflite", tflite))
     onnx_float = float_onnx(model, config.opset)
     outputs.append(_write(folder / f"{arch}_float32.onnx", onnx_float))

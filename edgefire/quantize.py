@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data
+from edgefire import artifacts, data, metadata
 from edgefire import prune as pruning
 from edgefire import train as training
 from edgefire.config import IO_TYPES, QUANTIZE_MODES, QuantizeConfig, as_dict
@@ -187,6 +187,7 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
                                             pruned=sparsity > 0.01)
     tflite, sparse = smallest_encoding(model, config.mode, config.io, dataset.x_train[indices],
                                        sparsity)
+    tflite = metadata.attach(tflite, train_config["arch"], meta["classes"])
     details = tensor_details(tflite)
     check_raw_pixel_input(details, config)
     out = folder / output_name(train_config["arch"], config.mode)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -86,6 +89,31 @@ def test_report_accuracy_equals_an_independent_evaluation(built, image_folder):
     session = ort.InferenceSession(str(built / "squeezenet_float32.onnx"))
     scores = session.run(None, {"image": ds.x_test.astype(np.float32) / 255})[0]
     assert report["squeezenet_float32.onnx"]["accuracy"] == np.mean(scores.argmax(1) == ds.y_test)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+MEDIAPIPE_PYTHON = Path(os.environ.get("EDGEFIRE_MEDIAPIPE_PYTHON",
+                                       ROOT / ".venv-mediapipe" / "bin" / "python"))
+
+
+@pytest.mark.skipif(not MEDIAPIPE_PYTHON.exists(),
+                    reason="MediaPipe lives in its own venv, made by `make test`")
+def test_mediapipe_loads_the_int8_tflite_as_is_and_answers_with_class_names(built, image_folder,
+                                                                           tmp_path):
+    ds = data.load(str(image_folder))
+    images = ds.x_test[::20]  # two of every class
+    np.save(tmp_path / "images.npy", images)
+    model = built / "squeezenet_int8.tflite"
+    done = subprocess.run([str(MEDIAPIPE_PYTHON), str(ROOT / "tests" / "mediapipe_classify.py"),
+                           str(model), str(tmp_path / "images.npy")],
+                          capture_output=True, text=True, check=True)
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    labels = (built / "labels.txt").read_text().splitlines()
+    assert [name for _, name, _ in answers] == [labels[index] for index, _, _ in answers]
+    scores = runtimes.open_model(model).run(images)  # the LiteRT interpreter's scores
+    for (index, _, score), row in zip(answers, scores, strict=True):
+        assert row[index] == row.max()  # MediaPipe's top-1 is LiteRT's top-1 (ties allowed)
+        assert score == pytest.approx(row.max(), abs=1e-6)
 
 
 def test_second_build_is_up_to_date(built, image_folder):
