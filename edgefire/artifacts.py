@@ -97,8 +97,11 @@ def load_manifest(folder: Path) -> dict:
 
 
 def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Path],
-                 config: dict) -> dict:
-    """Record a finished stage and its output files (bytes, sha256, inputs by hash)."""
+                 config: dict, details: dict | None = None) -> dict:
+    """Record a finished stage and its output files (bytes, sha256, inputs by hash).
+
+    `details` adds fields to named outputs' entries (for example their I/O tensor names).
+    """
     manifest = load_manifest(folder)
     input_hashes = {p.name: manifest["artifacts"].get(p.name, {}).get("sha256") or sha256(p)
                     for p in inputs}
@@ -107,7 +110,8 @@ def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Pat
     for path in outputs:
         manifest["artifacts"][path.name] = {
             "stage": stage, "path": path.name, "bytes": path.stat().st_size,
-            "sha256": sha256(path), "inputs": input_hashes, "config": config}
+            "sha256": sha256(path), "inputs": input_hashes, "config": config,
+            **(details or {}).get(path.name, {})}
     manifest["stages"][stage] = {"config": config, "inputs": input_hashes,
                                  "outputs": [p.name for p in outputs],
                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -149,9 +149,11 @@ def io_names(path: Path) -> dict:
         import onnx
 
         graph = onnx.load(str(path)).graph
-        return {"inputs": [v.name for v in graph.input], "outputs": [v.name for v in graph.output]}
+        return {"input_names": [v.name for v in graph.input],
+                "output_names": [v.name for v in graph.output]}
     details = quantizing.tensor_details(path.read_bytes())
-    return {"inputs": [details["input"]["name"]], "outputs": [details["output"]["name"]]}
+    return {"input_names": [details["input"]["name"]],
+            "output_names": [details["output"]["name"]]}
 
 
 def run(config: ExportConfig, folder: Path, data_override: str | None = None) -> dict:
@@ -191,7 +193,7 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
     artifacts.write_json(folder / "export.json", result)
     made = [p for p in outputs if p != quantized_path]
     artifacts.record_stage(folder, "export", [*made, folder / LABELS, folder / "export.json"],
-                           [model_path, quantized_path], as_dict(config))
+                           [model_path, quantized_path], as_dict(config), deployables)
     return result
 
 

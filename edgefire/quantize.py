@@ -201,8 +201,10 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
               else None,
               "tensors": details, "qat_history": history}
     artifacts.write_json(folder / "quantize.json", result)
+    names = {"input_names": [details["input"]["name"]],
+             "output_names": [details["output"]["name"]]}
     artifacts.record_stage(folder, "quantize", [out, folder / "quantize.json"], [model_path],
-                           as_dict(config))
+                           as_dict(config), {out.name: names})
     training.remove_checkpoint(folder, "qat")
     return result
 

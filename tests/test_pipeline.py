@@ -39,6 +39,14 @@ def test_every_deployable_exists_and_runs_in_its_runtime(built, image_folder):
         onnx.checker.check_model(onnx.load(str(built / name)), full_check=True)
 
 
+def test_manifest_records_io_names_of_exported_files(built):
+    manifest = json.loads((built / "manifest.json").read_text())["artifacts"]
+    assert manifest["squeezenet_float32.onnx"]["input_names"] == ["image"]
+    assert manifest["squeezenet_float32.onnx"]["output_names"] == ["scores"]
+    for name in ("squeezenet_float32.tflite", "squeezenet_int8.tflite"):
+        assert manifest[name]["input_names"] == ["serving_default_image:0"]
+
+
 def test_labels_match_the_classes(built, image_folder):
     labels = (built / "labels.txt").read_text().splitlines()
     assert labels == list(data.load(str(image_folder)).classes)
