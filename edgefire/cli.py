@@ -216,19 +216,11 @@ def verify(
     """Run every artifact in its runtime on the test split; gate size and accuracy."""
 
     def action():
-        from edgefire import report
         from edgefire import verify as stage
-        from edgefire.errors import GateFailed
 
         config = defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
                                        min_accuracy=min_accuracy)
-        try:
-            result = stage.run(config, artifacts, data)
-        except GateFailed:
-            typer.echo("\n".join(report.table(report.load(artifacts))))
-            raise
-        typer.echo("\n".join(report.table(result)))
-        typer.echo(f"all gates passed -> {artifacts / report.REPORT_MD}")
+        show_report(lambda: stage.run(config, artifacts, data), artifacts, "all gates passed")
 
     run_stage(action)
 
@@ -266,8 +258,6 @@ def build(
 
     def action():
         from edgefire import build as pipeline
-        from edgefire import report
-        from edgefire.errors import GateFailed
 
         plan = pipeline.Plan(
             train=training_config(data, arch, epochs, batch_size, learning_rate, seed, limit),
@@ -277,15 +267,24 @@ def build(
             verify=defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
                                          min_accuracy=min_accuracy),
             force=force)
-        try:
-            result = pipeline.run(plan, artifacts, echo=typer.echo)
-        except GateFailed:
-            typer.echo("\n".join(report.table(report.load(artifacts))))
-            raise
-        typer.echo("\n".join(report.table(result)))
-        typer.echo(f"build passed -> {artifacts / report.REPORT_MD}")
+        show_report(lambda: pipeline.run(plan, artifacts, echo=typer.echo), artifacts,
+                    "build passed")
 
     run_stage(action)
+
+
+def show_report(verification, artifacts: Path, passed: str) -> None:
+    """Run `verification`; print the report table whether its gates pass or fail."""
+    from edgefire import report
+    from edgefire.errors import GateFailed
+
+    try:
+        result = verification()
+    except GateFailed:
+        typer.echo("\n".join(report.table(report.load(artifacts))))
+        raise
+    typer.echo("\n".join(report.table(result)))
+    typer.echo(f"{passed} -> {artifacts / report.REPORT_MD}")
 
 
 def main() -> None:
