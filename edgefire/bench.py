@@ -24,7 +24,7 @@ from edgefire.config import TrainConfig
 
 
 def _model(config: TrainConfig, splits: data.Splits):
-    model = training._build_training_model(config, splits)
+    model = training.build_training_model(config, splits)
     training.compile_model(model, config.learning_rate, config.label_smoothing)
     return model
 

@@ -198,7 +198,7 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
     Returns the deployable (batch-norm-folded) model and the per-epoch history.
     """
     seed_everything(config.seed)
-    model = _build_training_model(config, splits)
+    model = build_training_model(config, splits)
     steps = math.ceil(len(splits.y_train) / config.batch_size)
     total = config.epochs * steps
     warmup = min(config.warmup_epochs * steps, total // 5)  # short runs still reach the peak
@@ -209,7 +209,8 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
     return _deployable(model, config), history
 
 
-def _build_training_model(config: TrainConfig, splits: data.Splits):
+def build_training_model(config: TrainConfig, splits: data.Splits):
+    """The model the recipe trains: the architecture (with batch norm if set) plus L2 decay."""
     from edgefire import models
 
     model = models.build(config.arch, splits.x_train.shape[1:], len(splits.classes),
