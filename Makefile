@@ -9,10 +9,13 @@ EDGEFIRE_ARGS ?=
 EPOCHS_ARG := $(if $(EPOCHS),--epochs $(EPOCHS))
 # MediaPipe (which checks that the .tflite loads in the on-device API) pins absl-py 2, which
 # tensorflow-model-optimization refuses, so it gets a venv of its own, used only by a test.
+# `make ablation` builds each variant beside the reference, then tabulates all of them.
+VARIANTS ?= squeezenet_bypass squeezenet32
+VARIANTS_DIR := $(ARTIFACTS)/variants
 MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
-.PHONY: install test train all bench-train clean
+.PHONY: install test train all ablation bench-train clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +39,14 @@ train: install
 
 all: install
 	$(BIN)/edgefire build --quantize int8 --data $(DATA) $(EPOCHS_ARG) --artifacts $(ARTIFACTS) $(EDGEFIRE_ARGS)
+
+ablation: install
+	for arch in $(VARIANTS); do \
+	  $(BIN)/edgefire build --quantize int8 --data $(DATA) $(EPOCHS_ARG) --arch $$arch \
+	    --artifacts $(VARIANTS_DIR)/$$arch $(EDGEFIRE_ARGS) || exit $$?; \
+	done
+	$(BIN)/edgefire compare $(ARTIFACTS) $(addprefix $(VARIANTS_DIR)/,$(VARIANTS)) \
+	  --output $(VARIANTS_DIR)/ablation.md
 
 bench-train: install
 	$(BIN)/python -m edgefire.bench --data $(DATA) --out $(ARTIFACTS)/bench-train.json

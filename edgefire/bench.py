@@ -44,8 +44,8 @@ def run(source: str, steps: int, out: Path) -> dict:
     pipeline_model, plain_model = _model(config, splits), _model(config, splits)
 
     def pipeline(n):
-        ds = training.epoch_dataset(x[:n], y[:n], config.batch_size, config.seed, 0, True)
-        pipeline_model.fit(ds, epochs=1, verbose=0)
+        ds = training.training_dataset(x[:n], y[:n], config.batch_size, config.seed, 0, True)
+        pipeline_model.fit(ds, epochs=1, steps_per_epoch=n // config.batch_size, verbose=0)
 
     x_float = x.astype(np.float32) / 255.0
 

@@ -25,6 +25,8 @@ T, P, Q, E, V = (defaults.TrainConfig(), defaults.PruneConfig(), defaults.Quanti
 ArtifactsOpt = Annotated[Path, typer.Option(help="Artifacts folder (inputs and outputs).")]
 DataOpt = Annotated[str, typer.Option(help="'cifar10', a cifar-10-python.tar.gz, a "
                                       "cifar-10-batches-py folder or an image-folder root.")]
+DropoutOpt = Annotated[float, typer.Option(
+    help="Dropout rate before conv10 while training; the shipped model is the same at any rate.")]
 DataOverrideOpt = Annotated[str | None, typer.Option(
     "--data", help="Override the data source recorded by train.")]
 
@@ -76,6 +78,7 @@ def train(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = T.learning_rate,
+    dropout: DropoutOpt = T.dropout,
     seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
     limit: Annotated[int | None, typer.Option(
         help="Train on a class-balanced subset of N images (smoke runs).")] = None,
@@ -86,7 +89,8 @@ def train(
     def action():
         from edgefire import train as stage
 
-        config = training_config(data, arch, epochs, batch_size, learning_rate, seed, limit)
+        config = training_config(data, arch, epochs, batch_size, learning_rate, dropout, seed,
+                                 limit)
         meta = stage.run(config, artifacts)
         typer.echo(f"trained {config.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
                    f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
@@ -95,7 +99,7 @@ def train(
     run_stage(action)
 
 
-def training_config(data, arch, epochs, batch_size, learning_rate, seed, limit):
+def training_config(data, arch, epochs, batch_size, learning_rate, dropout, seed, limit):
     """A validated TrainConfig from the command line's values."""
     from edgefire.models import ARCHITECTURES
 
@@ -103,9 +107,11 @@ def training_config(data, arch, epochs, batch_size, learning_rate, seed, limit):
     in_range(epochs, 1, None, "--epochs")
     in_range(batch_size, 1, None, "--batch-size")
     in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
+    in_range(dropout, 0, 1, "--dropout", high_open=True)
     in_range(limit, 10, None, "--limit")
     return defaults.TrainConfig(data=data, arch=arch, epochs=epochs, batch_size=batch_size,
-                                learning_rate=learning_rate, seed=seed, limit=limit)
+                                learning_rate=learning_rate, dropout=dropout, seed=seed,
+                                limit=limit)
 
 
 @app.command()
@@ -234,6 +240,7 @@ def build(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = T.learning_rate,
+    dropout: DropoutOpt = T.dropout,
     seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
     limit: Annotated[int | None, typer.Option(help="Class-balanced training subset.")] = None,
     sparsity: Annotated[float, typer.Option(help="Pruning target (0 skips pruning).")]
@@ -260,7 +267,8 @@ def build(
         from edgefire import build as pipeline
 
         plan = pipeline.Plan(
-            train=training_config(data, arch, epochs, batch_size, learning_rate, seed, limit),
+            train=training_config(data, arch, epochs, batch_size, learning_rate, dropout, seed,
+                                  limit),
             prune=pruning_config(sparsity, prune_epochs, P.learning_rate, keep_dense),
             quantize=quantization_config(quantize, qat, qat_epochs, calibration_samples, io),
             export=defaults.ExportConfig(opset=opset),
@@ -269,6 +277,26 @@ def build(
             force=force)
         show_report(lambda: pipeline.run(plan, artifacts, echo=typer.echo), artifacts,
                     "build passed")
+
+    run_stage(action)
+
+
+@app.command()
+def compare(
+    folders: Annotated[list[Path], typer.Argument(help="Artifacts folders of finished builds.")],
+    output: Annotated[Path | None, typer.Option(help="Also write the table to this file.")]
+    = None,
+) -> None:
+    """One table row per build: parameters, MACs, int8 size and accuracy, float accuracy, time."""
+
+    def action():
+        from edgefire import artifacts
+        from edgefire import compare as stage
+
+        lines = "\n".join(stage.table([stage.row(folder) for folder in folders])) + "\n"
+        typer.echo(lines, nl=False)
+        if output is not None:
+            artifacts.write_text(output, lines)
 
     run_stage(action)
 

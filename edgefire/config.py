@@ -9,11 +9,12 @@ from dataclasses import asdict, dataclass
 class TrainConfig:
     data: str = "cifar10"  # Keras's download and cache; a path selects a local copy
     arch: str = "squeezenet"  # the reference design of MISSION.md
-    epochs: int = 30  # enough with batch norm + augmentation to pass the seed's 250-epoch 80%
+    epochs: int = 40  # what fits the 45-minute build budget on 2 CPU cores with pruning
     batch_size: int = 128  # trains fastest per epoch on 2 CPU cores among 64/128/256
     learning_rate: float = 3e-3  # Adam peak after warm-up; cosine decay to zero after it
     warmup_epochs: int = 2  # a short linear warm-up keeps the first steps of Adam stable
     label_smoothing: float = 0.1  # mild regularisation; costs nothing at inference
+    dropout: float = 0.1  # the reference's 0.5 before conv10 + batch norm underfits here
     weight_decay: float = 5e-4  # L2 on kernels: with batch norm this acts as a LR boost
     batch_norm: bool = True  # training only: folded into the convolutions before export
     augment: bool = True  # random crop (pad 4) and horizontal flip, in the tf.data graph
@@ -24,8 +25,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    sparsity: float = 0.5  # fraction of zeros in each pruned kernel
-    epochs: int = 2  # fine-tuning epochs; the schedule reaches the target at 2/3 of them
+    sparsity: float = 0.4  # fraction of zeros in each pruned kernel; 0.5 cost 1.6 points here
+    epochs: int = 4  # fine-tuning epochs; the schedule reaches the target at 2/3 of them
     learning_rate: float = 5e-4  # a tenth of training's peak: recover, do not retrain
     keep_dense: tuple[str, ...] = ("conv", "conv10")  # small, sensitive first and last layers
     batch_size: int = 128

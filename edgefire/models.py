@@ -15,6 +15,7 @@ from edgefire.tfenv import keras
 
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.9  # Keras's 0.99 leaves the moving statistics stale after a short run
+DROPOUT = 0.5  # the reference's rate; inert at inference, so training may use another
 
 
 def _conv(x, filters: int, kernel: int, name: str, batch_norm: bool, strides: int = 1,
@@ -39,16 +40,17 @@ def _fire(x, index: int, squeeze: int, expand: int, batch_norm: bool):
     return keras().layers.Concatenate(axis=-1, name=f"{name}/concat")([left, right])
 
 
-def _head(x, classes: int, batch_norm: bool):
+def _head(x, classes: int, batch_norm: bool, dropout: float):
     """Dropout, the 1x1 `conv10` classifier, global average pooling and softmax."""
     layers = keras().layers
-    x = layers.Dropout(0.5, name="drop9")(x)
+    x = layers.Dropout(dropout, name="drop9")(x)
     x = _conv(x, classes, 1, "conv10", batch_norm, padding="valid")
     x = layers.GlobalAveragePooling2D(name="avgpool10")(x)
     return layers.Softmax(name="softmax")(x)
 
 
-def squeezenet(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False):
+def squeezenet(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False,
+               dropout: float = DROPOUT):
     """The reference SqueezeNet of MISSION.md: 122,986 parameters for 32x32x3 and 10 classes."""
     layers = keras().layers
     inputs = layers.Input(shape=input_shape, name="image")
@@ -58,10 +60,11 @@ def squeezenet(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = Fa
     x = _fire(x, 3, 16, 64, batch_norm)
     x = _fire(x, 4, 32, 128, batch_norm)
     x = _fire(x, 5, 32, 128, batch_norm)
-    return keras().Model(inputs, _head(x, classes, batch_norm), name="squeezenet")
+    return keras().Model(inputs, _head(x, classes, batch_norm, dropout), name="squeezenet")
 
 
-def squeezenet_bypass(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False):
+def squeezenet_bypass(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False,
+                      dropout: float = DROPOUT):
     """The reference with the paper's simple bypass: identity adds around fire3 and fire5."""
     layers = keras().layers
     inputs = layers.Input(shape=input_shape, name="image")
@@ -71,10 +74,12 @@ def squeezenet_bypass(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bo
     x = layers.Add(name="bypass3")([x, _fire(x, 3, 16, 64, batch_norm)])
     x = _fire(x, 4, 32, 128, batch_norm)
     x = layers.Add(name="bypass5")([x, _fire(x, 5, 32, 128, batch_norm)])
-    return keras().Model(inputs, _head(x, classes, batch_norm), name="squeezenet_bypass")
+    return keras().Model(inputs, _head(x, classes, batch_norm, dropout),
+                         name="squeezenet_bypass")
 
 
-def squeezenet32(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False):
+def squeezenet32(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False,
+                 dropout: float = DROPOUT):
     """Adapted to 32x32: stride-1 first conv, pooling after fire3, so fire2-3 see 16x16."""
     layers = keras().layers
     inputs = layers.Input(shape=input_shape, name="image")
@@ -85,7 +90,7 @@ def squeezenet32(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = 
     x = layers.MaxPooling2D(2, name="pool3")(x)
     x = _fire(x, 4, 32, 128, batch_norm)
     x = layers.Add(name="bypass5")([x, _fire(x, 5, 32, 128, batch_norm)])
-    return keras().Model(inputs, _head(x, classes, batch_norm), name="squeezenet32")
+    return keras().Model(inputs, _head(x, classes, batch_norm, dropout), name="squeezenet32")
 
 
 ARCHITECTURES: dict[str, Callable] = {
@@ -95,11 +100,19 @@ ARCHITECTURES: dict[str, Callable] = {
 }
 
 
-def build(arch: str, input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False):
+def build(arch: str, input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False,
+          dropout: float = DROPOUT):
     """Build a named architecture; an unknown name is answered with the valid ones."""
     if arch not in ARCHITECTURES:
         raise EdgefireError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](input_shape, classes, batch_norm)
+    return ARCHITECTURES[arch](input_shape, classes, batch_norm, dropout)
+
+
+def set_dropout(model, rate: float) -> None:
+    """Set the rate of every dropout layer (used in training only; inference ignores it)."""
+    for layer in model.layers:
+        if isinstance(layer, keras().layers.Dropout):
+            layer.rate = rate
 
 
 def fold_batch_norm(trained, arch: str):
@@ -118,3 +131,17 @@ def fold_batch_norm(trained, arch: str):
             kernel, bias = kernel * scale, beta + (bias - mean) * scale
         layer.set_weights([kernel, bias])
     return folded
+
+
+def multiply_accumulates(model) -> int:
+    """Multiply-accumulates of one image through the model's convolutions and dense layers."""
+    layers = keras().layers
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            kernel = layer.kernel.shape
+            out = layer.output_shape
+            total += out[1] * out[2] * out[3] * kernel[0] * kernel[1] * kernel[2]
+        elif isinstance(layer, layers.Dense):
+            total += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return int(total)

@@ -65,21 +65,29 @@ def pruned_layer_names(model, config: PruneConfig) -> list[str]:
             if isinstance(layer, keras().layers.Conv2D) and layer.name not in config.keep_dense]
 
 
-def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path, seed: int,
-                label_smoothing: float):
-    """Prune and fine-tune `model`; returns the stripped (plain Keras) model and its history."""
+def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
+                train_config: dict):
+    """Prune and fine-tune `model` with training's seed, label smoothing and dropout.
+
+    Returns the stripped (plain Keras) model, with the reference's dropout rate, and its history.
+    """
     import tensorflow_model_optimization as tfmot
 
-    seed_everything(seed)
+    from edgefire import models
+
+    seed_everything(train_config["seed"])
+    models.set_dropout(model, train_config.get("dropout", models.DROPOUT))
     steps = math.ceil(len(splits.y_train) / config.batch_size)
     wrapped = wrap_for_pruning(model, config, steps)
     schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate,
                                                         config.epochs * steps)
-    training.compile_model(wrapped, schedule, label_smoothing)
-    stage_config = {**as_dict(config), "seed": seed}
+    training.compile_model(wrapped, schedule, train_config["label_smoothing"])
+    stage_config = {**as_dict(config), "seed": train_config["seed"]}
     history = training.fit_epochs(wrapped, splits, folder, "prune", stage_config,
                                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-    return tfmot.sparsity.keras.strip_pruning(wrapped), history
+    pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
+    models.set_dropout(pruned, models.DROPOUT)
+    return pruned, history
 
 
 def check_config(config: PruneConfig) -> None:
@@ -103,8 +111,7 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None) -> 
                         train_config["val_size"], train_config["seed"], train_config["limit"])
     check_input_shape(model, splits, trained_path)
     before = training.accuracy(model, splits.x_val, splits.y_val)
-    pruned, history = prune_model(model, config, splits, folder, train_config["seed"],
-                                  train_config["label_smoothing"])
+    pruned, history = prune_model(model, config, splits, folder, train_config)
     after = training.accuracy(pruned, splits.x_val, splits.y_val)
     training.save_model(pruned, folder / MODEL)
     names = pruned_layer_names(pruned, config)

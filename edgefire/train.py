@@ -43,19 +43,32 @@ def augment(images, seed):
     return tf.image.crop_and_resize(padded, boxes, tf.range(n), [32, 32], method="nearest")
 
 
-def epoch_dataset(x, y, batch_size: int, seed: int, epoch: int, augmented: bool):
-    """One epoch's batches: a (seed, epoch) permutation, augmented in the graph, prefetched."""
+def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augmented: bool):
+    """Endless batches, epoch after epoch from `first_epoch`: each a (seed, epoch) permutation,
+    augmented in the graph, prefetched.
+
+    One dataset for the whole run: a fresh dataset per epoch made each `fit` start with a
+    stall of up to 40 s here (a third of the training time).
+    """
     tf = tensorflow()
-    order = np.random.default_rng([seed, epoch]).permutation(len(y))
-    ds = tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(batch_size)
-    if augmented:
-        ds = ds.enumerate().map(
-            lambda i, batch: (augment(normalize(batch[0]), tf.stack(
-                [tf.constant(seed * 100_003 + epoch, tf.int64), i * 2])), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        ds = ds.map(lambda xb, yb: (normalize(xb), yb))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    images, labels, n = tf.constant(x), tf.constant(y), len(y)
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n), tf.stack([tf.constant(seed, tf.int64), epoch]))
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+
+        def load(i, index):
+            batch = normalize(tf.gather(images, index))
+            if augmented:
+                batch = augment(batch, tf.stack([tf.constant(seed * 100_003, tf.int64) + epoch,
+                                                 i * 2]))
+            return batch, tf.gather(labels, index)
+
+        return batches.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    epochs = tf.data.Dataset.range(first_epoch, 2**62)
+    return epochs.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(x, y, batch_size: int = 500):
@@ -115,27 +128,30 @@ class EpochProgress:
 
     def __init__(self, epochs: int, steps: int):
         self.epochs, self.steps = epochs, steps
+        self.epoch, self.start = 0, time.perf_counter()
         self.live = sys.stderr.isatty()
 
-    def callback(self, epoch: int):
+    def callback(self):
         progress = self
-        start = time.perf_counter()
 
         class Callback(keras().callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                progress.epoch, progress.start = epoch, time.perf_counter()
+
             def on_train_batch_end(self, batch, logs=None):
                 if progress.live and batch % 10 == 0:
-                    spent = time.perf_counter() - start
+                    spent = time.perf_counter() - progress.start
                     left = spent / (batch + 1) * (progress.steps - batch - 1)
-                    sys.stderr.write(f"\r  epoch {epoch + 1}/{progress.epochs} "
+                    sys.stderr.write(f"\r  epoch {progress.epoch + 1}/{progress.epochs} "
                                      f"{batch + 1}/{progress.steps} loss {logs['loss']:.3f} "
                                      f"acc {logs['accuracy']:.3f} ~{left:.0f}s left   ")
 
-            def on_epoch_end(self, _, logs=None):
+            def on_epoch_end(self, epoch, logs=None):
                 if progress.live:
                     sys.stderr.write("\r")
                 print(f"  epoch {epoch + 1}/{progress.epochs}: loss {logs['loss']:.3f} "
                       f"acc {logs['accuracy']:.3f} val_acc {logs['val_accuracy']:.3f} "
-                      f"({time.perf_counter() - start:.0f}s)", flush=True)
+                      f"({time.perf_counter() - progress.start:.0f}s)", flush=True)
 
         return Callback()
 
@@ -168,28 +184,37 @@ def remove_checkpoint(folder: Path, stage: str) -> None:
 
 def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dict,
                callbacks=(), augmented: bool = True) -> dict:
-    """Fit epoch by epoch from the last checkpoint of `stage`; returns the per-epoch history.
+    """Fit from the last checkpoint of `stage`, checkpointing each epoch; returns the history.
 
     `config` is the stage's resolved config (with epochs, batch_size and seed); a checkpoint
     made with another config is ignored.
     """
     epochs, batch_size, seed = config["epochs"], config["batch_size"], config["seed"]
     steps = math.ceil(len(splits.y_train) / batch_size)
-    config_dict = config
-    done, history = restore_checkpoint(folder, stage, config_dict, model)
+    done, history = restore_checkpoint(folder, stage, config, model)
+    if done >= epochs:
+        return history
     # Adam's moments are not in the weight checkpoint; the learning-rate schedule continues
     # exactly where it stopped, and the moments re-estimate within a few steps.
     model.optimizer.iterations.assign(done * steps)
-    val = eval_dataset(splits.x_val, splits.y_val)
-    progress = EpochProgress(epochs, steps)
-    for epoch in range(done, epochs):
-        ds = epoch_dataset(splits.x_train, splits.y_train, batch_size, seed, epoch, augmented)
-        logs = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, validation_data=val,
-                         verbose=0, callbacks=[progress.callback(epoch), *callbacks]).history
-        for key, values in logs.items():
-            history.setdefault(key, []).append(float(values[-1]))
-        save_checkpoint(folder, stage, config_dict, model, epoch + 1, history)
+    ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done, augmented)
+    model.fit(ds, epochs=epochs, initial_epoch=done, steps_per_epoch=steps, verbose=0,
+              validation_data=eval_dataset(splits.x_val, splits.y_val),
+              callbacks=[EpochProgress(epochs, steps).callback(),
+                         checkpoint_callback(folder, stage, config, model, history), *callbacks])
     return history
+
+
+def checkpoint_callback(folder: Path, stage: str, config: dict, model, history: dict):
+    """After each epoch: append its logs to `history` and checkpoint weights and history."""
+
+    class Checkpoint(keras().callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in logs.items():
+                history.setdefault(key, []).append(float(value))
+            save_checkpoint(folder, stage, config, model, epoch + 1, history)
+
+    return Checkpoint()
 
 
 def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
@@ -214,7 +239,7 @@ def build_training_model(config: TrainConfig, splits: data.Splits):
     from edgefire import models
 
     model = models.build(config.arch, splits.x_train.shape[1:], len(splits.classes),
-                         batch_norm=config.batch_norm)
+                         batch_norm=config.batch_norm, dropout=config.dropout)
     add_weight_decay(model, config.weight_decay)
     return model
 

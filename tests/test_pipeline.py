@@ -124,6 +124,25 @@ def test_mediapipe_loads_the_int8_tflite_as_is_and_answers_with_class_names(buil
         assert score == pytest.approx(row.max(), abs=1e-6)
 
 
+def test_compare_tabulates_a_build_from_its_own_records(built, tmp_path):
+    out = tmp_path / "ablation.md"
+    result = invoke("compare", str(built), "--output", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads((built / "report.json").read_text())
+    int8 = next(a for a in report["artifacts"] if a["name"] == "squeezenet_int8.tflite")
+    row = out.read_text().splitlines()[2].split(" | ")
+    assert row[1:6] == ["squeezenet", "122,986", "6,284,480", "3", f"{int8['bytes']:,}"]
+    assert row[6] == f"{int8['accuracy']:.2%}"
+    assert out.read_text() in result.output
+
+
+def test_compare_of_a_folder_without_a_build_says_what_is_missing(tmp_path):
+    result = invoke("compare", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.output.strip() == f"edgefire: error: {tmp_path}/train.json: training metadata " \
+                                    "not found"
+
+
 def test_second_build_is_up_to_date(built, image_folder):
     result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(built))
     assert result.exit_code == 0, result.output

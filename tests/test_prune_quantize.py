@@ -43,8 +43,10 @@ def test_keep_dense_layers_stay_dense(pruned_folder):
     from edgefire.prune import kernel_sparsity
     from edgefire.train import load_model
 
-    sparsity = kernel_sparsity(load_model(pruned_folder / "pruned.h5"))["layers"]
+    pruned = load_model(pruned_folder / "pruned.h5")
+    sparsity = kernel_sparsity(pruned)["layers"]
     assert sparsity["conv"] < 0.05 and sparsity["conv10"] < 0.05
+    assert pruned.get_layer("drop9").rate == 0.5  # fine-tuned at training's rate, saved as 0.5
 
 
 def _interpreter(path):

@@ -31,6 +31,15 @@ def test_reference_has_mission_parameters_names_and_shapes():
     assert shapes["conv10"] == (7, 7, 10)
 
 
+def test_reference_multiply_accumulates_counted_by_hand():
+    # conv 15*15*64*27; fire2-5 squeeze + expand1x1 + expand3x3 on 7x7; conv10 49*10*256
+    by_hand = (15 * 15 * 64 * 27 + 49 * (64 * 16 + 16 * 64 + 144 * 64)
+               + 49 * (128 * 16 + 16 * 64 + 144 * 64) + 49 * (128 * 32 + 32 * 128 + 288 * 128)
+               + 49 * (256 * 32 + 32 * 128 + 288 * 128) + 49 * 256 * 10)
+    assert models.multiply_accumulates(models.build("squeezenet")) == by_hand == 6_284_480
+    assert models.multiply_accumulates(models.build("squeezenet32")) > 2 * by_hand
+
+
 def test_builder_takes_input_shape_and_class_count():
     model = models.build("squeezenet", (32, 32, 3), 4)
     assert model.output_shape == (None, 4)
@@ -57,6 +66,27 @@ def test_folding_batch_norm_gives_the_plain_model_with_the_same_outputs(arch):
     assert np.allclose(trained(x, training=False), folded(x), atol=1e-5)
 
 
+def _batches(first_epoch, count, seed=0):
+    from edgefire.train import training_dataset
+
+    x = np.arange(20 * 32 * 32 * 3, dtype=np.uint8).reshape(20, 32, 32, 3)
+    ds = training_dataset(x, np.arange(20), 8, seed, first_epoch, augmented=True)
+    return [(images.numpy(), labels.numpy()) for images, labels in ds.take(count)]
+
+
+def test_training_batches_are_a_permutation_per_epoch_and_resume_exactly():
+    run = _batches(0, 9)  # 3 batches (8, 8, 4) per epoch
+    assert [len(labels) for _, labels in run] == [8, 8, 4] * 3
+    for epoch in range(3):
+        labels = np.concatenate([b[1] for b in run[3 * epoch:3 * epoch + 3]])
+        assert sorted(labels) == list(range(20))
+    assert not np.array_equal(run[0][1], run[3][1])  # each epoch is shuffled anew
+    resumed = _batches(2, 3)  # a run resumed after 2 epochs sees exactly epoch 3
+    for (a_images, a_labels), (b_images, b_labels) in zip(run[6:], resumed, strict=True):
+        assert np.array_equal(a_labels, b_labels) and np.array_equal(a_images, b_images)
+    assert not np.array_equal(_batches(0, 1, seed=1)[0][1], run[0][1])
+
+
 def test_train_writes_a_reloadable_model_history_plot_and_metadata(trained_folder):
     from edgefire.train import load_model
 
@@ -64,6 +94,8 @@ def test_train_writes_a_reloadable_model_history_plot_and_metadata(trained_folde
     model = load_model(trained_folder / "trained.h5")
     assert model.count_params() == meta["parameters"] == 122_986
     assert _conv_names(model) == REFERENCE_LAYERS  # batch norm folded away
+    assert model.get_layer("drop9").rate == 0.5  # the reference's, whatever training used
+    assert meta["config"]["dropout"] == 0.1
     assert meta["val_accuracy"] > 0.5  # ten colours: chance is 0.1
     assert len(meta["history"]["val_accuracy"]) == meta["epochs"] == 3
     assert meta["classes"] == list(json.loads((trained_folder / "train.json").read_text())
@@ -91,6 +123,7 @@ def test_help_and_bad_options_do_not_import_tensorflow():
 @pytest.mark.parametrize("args, needle", [
     (["--epochs", "0"], "--epochs must be >= 1 (got 0)"),
     (["--learning-rate", "0"], "--learning-rate must be > 0"),
+    (["--dropout", "1"], "--dropout must be >= 0 and < 1 (got 1.0)"),
     (["--arch", "squeezenet33"], "did you mean 'squeezenet32'"),
 ])
 def test_bad_train_options_exit_2_with_one_line(args, needle, tmp_path):

@@ -1,0 +1,53 @@
+"""`edgefire compare`: one row per built artifacts folder, for the README's ablation table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgefire import artifacts, report
+from edgefire.errors import EdgefireError
+
+HEADER = ["| folder | arch | parameters | MACs / image | epochs | int8 TFLite bytes | int8 top-1 "
+          "| float top-1 | train (s) | build (s) |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+
+def row(folder: Path) -> dict:
+    """What one build measured: from its train.json, report.json and build.json."""
+    from edgefire import models
+
+    train = artifacts.read_json(folder / "train.json", "training metadata")
+    result = report.load(folder)
+    arch = train["config"]["arch"]
+    by_name = {entry["name"]: entry for entry in result["artifacts"]}
+    int8 = by_name.get(f"{arch}_int8.tflite")
+    if int8 is None:
+        raise EdgefireError(f"{folder}: report has no {arch}_int8.tflite (build with "
+                                      "--quantize int8)")
+    model = models.build(arch, tuple(train["input_shape"]), len(train["classes"]))
+    return {"folder": str(folder), "arch": arch, "parameters": model.count_params(),
+            "macs": models.multiply_accumulates(model), "epochs": train["epochs"],
+            "int8_bytes": int8["bytes"], "int8_accuracy": int8["accuracy"],
+            "float_accuracy": by_name[result["reference"]]["accuracy"],
+            "train_seconds": train["wall_seconds"], "build_seconds": _build_seconds(folder)}
+
+
+def _build_seconds(folder: Path) -> float | None:
+    """Wall time of the last `edgefire build`, only if it ran every stage (not incremental)."""
+    path = folder / "build.json"
+    if not path.exists():
+        return None
+    build = artifacts.read_json(path, "build log")
+    if any(stage["status"] != "ran" for stage in build["stages"].values()):
+        return None
+    return build["seconds"]
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = list(HEADER)
+    for r in rows:
+        build = "-" if r["build_seconds"] is None else f"{r['build_seconds']:,.0f}"
+        lines.append(f"| {r['folder']} | {r['arch']} | {r['parameters']:,} | {r['macs']:,} | "
+                     f"{r['epochs']} | {r['int8_bytes']:,} | {r['int8_accuracy']:.2%} | "
+                     f"{r['float_accuracy']:.2%} | {r['train_seconds']:,.0f} | {build} |")
+    return lines
