@@ -23,9 +23,9 @@ def row(folder: Path) -> dict:
     int8 = by_name.get(f"{arch}_int8.tflite")
     if int8 is None:
         raise EdgefireError(f"{folder}: report has no {arch}_int8.tflite (build with "
-                                      "--quantize int8)")
+                            "--quantize int8)")
     model = models.build(arch, tuple(train["input_shape"]), len(train["classes"]))
-    return {"folder": str(folder), "arch": arch, "parameters": model.count_params(),
+    return {"folder": str(folder), "arch": arch, "parameters": train["parameters"],
             "macs": models.multiply_accumulates(model), "epochs": train["epochs"],
             "int8_bytes": int8["bytes"], "int8_accuracy": int8["accuracy"],
             "float_accuracy": by_name[result["reference"]]["accuracy"],
