@@ -25,7 +25,8 @@ from edgefire.config import TrainConfig
 
 def _model(config: TrainConfig, splits: data.Splits):
     model = training.build_training_model(config, splits)
-    training.compile_model(model, config.learning_rate, config.label_smoothing)
+    training.compile_model(model, config.learning_rate, config.label_smoothing,
+                           config.optimizer)
     return model
 
 

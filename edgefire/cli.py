@@ -27,6 +27,10 @@ DataOpt = Annotated[str, typer.Option(help="'cifar10', a cifar-10-python.tar.gz,
                                       "cifar-10-batches-py folder or an image-folder root.")]
 DropoutOpt = Annotated[float, typer.Option(
     help="Dropout rate before conv10 while training; the shipped model is the same at any rate.")]
+OptimizerOpt = Annotated[str, typer.Option(
+    help="Training optimizer: sgd (Nesterov momentum 0.9) or adam.")]
+LearningRateOpt = Annotated[float | None, typer.Option(
+    help="Peak learning rate [default: sgd 0.1, adam 0.003].")]
 DataOverrideOpt = Annotated[str | None, typer.Option(
     "--data", help="Override the data source recorded by train.")]
 
@@ -77,7 +81,8 @@ def train(
                                       "squeezenet_bypass, squeezenet32.")] = T.arch,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = T.learning_rate,
+    optimizer: OptimizerOpt = T.optimizer,
+    learning_rate: LearningRateOpt = None,
     dropout: DropoutOpt = T.dropout,
     seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
     limit: Annotated[int | None, typer.Option(
@@ -89,8 +94,8 @@ def train(
     def action():
         from edgefire import train as stage
 
-        config = training_config(data, arch, epochs, batch_size, learning_rate, dropout, seed,
-                                 limit)
+        config = training_config(data, arch, epochs, batch_size, optimizer, learning_rate,
+                                 dropout, seed, limit)
         meta = stage.run(config, artifacts)
         typer.echo(f"trained {config.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
                    f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
@@ -99,19 +104,21 @@ def train(
     run_stage(action)
 
 
-def training_config(data, arch, epochs, batch_size, learning_rate, dropout, seed, limit):
+def training_config(data, arch, epochs, batch_size, optimizer, learning_rate, dropout, seed,
+                    limit):
     """A validated TrainConfig from the command line's values."""
     from edgefire.models import ARCHITECTURES
 
     choice(arch, list(ARCHITECTURES), "--arch")
+    choice(optimizer, list(defaults.OPTIMIZERS), "--optimizer")
     in_range(epochs, 1, None, "--epochs")
     in_range(batch_size, 1, None, "--batch-size")
     in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
     in_range(dropout, 0, 1, "--dropout", high_open=True)
     in_range(limit, 10, None, "--limit")
     return defaults.TrainConfig(data=data, arch=arch, epochs=epochs, batch_size=batch_size,
-                                learning_rate=learning_rate, dropout=dropout, seed=seed,
-                                limit=limit)
+                                optimizer=optimizer, learning_rate=learning_rate,
+                                dropout=dropout, seed=seed, limit=limit)
 
 
 @app.command()
@@ -239,7 +246,8 @@ def build(
     arch: Annotated[str, typer.Option(help="Architecture (see train).")] = T.arch,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = T.learning_rate,
+    optimizer: OptimizerOpt = T.optimizer,
+    learning_rate: LearningRateOpt = None,
     dropout: DropoutOpt = T.dropout,
     seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
     limit: Annotated[int | None, typer.Option(help="Class-balanced training subset.")] = None,
@@ -267,8 +275,8 @@ def build(
         from edgefire import build as pipeline
 
         plan = pipeline.Plan(
-            train=training_config(data, arch, epochs, batch_size, learning_rate, dropout, seed,
-                                  limit),
+            train=training_config(data, arch, epochs, batch_size, optimizer, learning_rate,
+                                  dropout, seed, limit),
             prune=pruning_config(sparsity, prune_epochs, P.learning_rate, keep_dense),
             quantize=quantization_config(quantize, qat, qat_epochs, calibration_samples, io),
             export=defaults.ExportConfig(opset=opset),

@@ -1,9 +1,9 @@
 """`edgefire train`: the default recipe, with per-epoch checkpoints so a killed run resumes.
 
 Recipe: batch norm after every convolution (folded away before saving), random crop (pad 4)
-and horizontal flip in the tf.data graph, Adam with linear warm-up then cosine decay, label
-smoothing and L2 weight decay. Each epoch's shuffle and augmentation are seeded by
-(seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
+and horizontal flip in the tf.data graph, Nesterov SGD (or Adam) with linear warm-up then
+cosine decay, label smoothing and L2 weight decay. Each epoch's shuffle and augmentation are
+seeded by (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -99,8 +99,21 @@ def warmup_cosine_schedule():
     return WarmupCosine
 
 
-def compile_model(model, learning_rate, label_smoothing: float):
-    """Adam on sparse labels; smoothing needs one-hot targets, so the loss does the encoding."""
+def make_optimizer(name: str, learning_rate):
+    """Nesterov SGD (momentum 0.9) or Adam at `learning_rate` (a float or a schedule)."""
+    optimizers = keras().optimizers
+    if name == "sgd":
+        return optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    if name == "adam":
+        return optimizers.Adam(learning_rate)
+    raise EdgefireError(f"unknown --optimizer {name!r} (choose from sgd, adam)")
+
+
+def compile_model(model, learning_rate, label_smoothing: float, optimizer: str = "adam"):
+    """Compile for sparse labels; smoothing needs one-hot targets, so the loss encodes them.
+
+    Adam is the default for fine-tuning (pruning, QAT) at small rates; training passes its own.
+    """
     tf = tensorflow()
     classes = model.output_shape[-1]
     cross_entropy = keras().losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
@@ -109,7 +122,7 @@ def compile_model(model, learning_rate, label_smoothing: float):
         labels = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), classes)
         return cross_entropy(labels, y_pred)
 
-    model.compile(optimizer=keras().optimizers.Adam(learning_rate), loss=loss,
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss,
                   metrics=[keras().metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
@@ -194,8 +207,8 @@ def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dic
     done, history = restore_checkpoint(folder, stage, config, model)
     if done >= epochs:
         return history
-    # Adam's moments are not in the weight checkpoint; the learning-rate schedule continues
-    # exactly where it stopped, and the moments re-estimate within a few steps.
+    # The optimizer's moments are not in the weight checkpoint; the learning-rate schedule
+    # continues exactly where it stopped, and the moments re-estimate within a few steps.
     model.optimizer.iterations.assign(done * steps)
     ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done, augmented)
     model.fit(ds, epochs=epochs, initial_epoch=done, steps_per_epoch=steps, verbose=0,
@@ -228,7 +241,7 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
     total = config.epochs * steps
     warmup = min(config.warmup_epochs * steps, total // 5)  # short runs still reach the peak
     schedule = warmup_cosine_schedule()(config.learning_rate, warmup, total)
-    compile_model(model, schedule, config.label_smoothing)
+    compile_model(model, schedule, config.label_smoothing, config.optimizer)
     history = fit_epochs(model, splits, folder, "train", as_dict(config),
                          augmented=config.augment)
     return _deployable(model, config), history
