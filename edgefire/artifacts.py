@@ -19,7 +19,9 @@ from edgefire import __version__
 from edgefire.errors import EdgefireError
 
 MANIFEST = "manifest.json"
+STAGES = ("train", "prune", "quantize", "export", "verify")
 SCHEMA = 1
+_pending: list[tuple[Path, Path]] | None = None  # (temporary, final) renames of an output set
 
 
 def sha256(path: Path) -> str:
@@ -43,16 +45,53 @@ def ensure_folder(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: Path):
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    Inside `output_set`, the rename waits for the end of the set.
+    """
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if _pending is None:
+            os.replace(tmp, path)
+        else:
+            _pending.append((tmp, path))
+            tmp = None
     except OSError as exc:
         raise EdgefireError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+@contextlib.contextmanager
+def output_set():
+    """Files written in the block are renamed into place together at its end, or not at all.
+
+    A stage that fails while writing (a full disk, an error) keeps its previous outputs
+    whole: never new files beside old ones. Nested sets join the outer one.
+    """
+    global _pending
+    outer, _pending = _pending, []
+    mine = _pending
+    try:
+        yield
+        if outer is not None:
+            outer.extend(mine)
+            mine = []
+            return
+        try:
+            for tmp, path in mine:
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise EdgefireError(f"cannot rename outputs into place ({exc.strerror or exc})"
+                                ) from None
+    finally:
+        _pending = outer
+        for tmp, _ in mine:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -75,7 +114,8 @@ def read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise EdgefireError(f"{path}: {what} not found") from None
+        made_by = f" (run `edgefire {path.stem}` first)" if path.stem in STAGES else ""
+        raise EdgefireError(f"{path}: {what} not found{made_by}") from None
     except (OSError, ValueError) as exc:
         raise EdgefireError(f"{path}: {what} is unreadable ({exc})") from None
 
@@ -88,7 +128,14 @@ def load_manifest(folder: Path) -> dict:
     if not path.exists():
         return {"schema": SCHEMA, "edgefire_version": __version__, "artifacts": {},
                 "stages": {}}
-    manifest = read_json(path, "manifest")
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise EdgefireError(f"{path}: manifest is unreadable ({_one_line(exc)}): start over "
+                            "with `edgefire build --force` or use a new --artifacts folder"
+                            ) from None
     if manifest.get("schema") != SCHEMA:
         raise EdgefireError(f"{path}: artifacts folder has manifest schema "
                             f"{manifest.get('schema')!r}, this edgefire reads schema {SCHEMA}: "
@@ -96,11 +143,27 @@ def load_manifest(folder: Path) -> dict:
     return manifest
 
 
+def set_aside_manifest(folder: Path) -> Path | None:
+    """Rename an unreadable or foreign-schema manifest out of the way (for `build --force`)."""
+    try:
+        load_manifest(folder)
+        return None
+    except EdgefireError:
+        aside = folder / f"{MANIFEST}.unreadable"
+        os.replace(folder / MANIFEST, aside)
+        return aside
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Path],
-                 config: dict, details: dict | None = None) -> dict:
+                 config: dict, details: dict | None = None, passed: bool = True) -> dict:
     """Record a finished stage and its output files (bytes, sha256, inputs by hash).
 
-    `details` adds fields to named outputs' entries (for example their I/O tensor names).
+    `details` adds fields to named outputs' entries (for example their I/O tensor names);
+    a stage recorded with `passed=False` (a missed gate) is never up to date.
     """
     manifest = load_manifest(folder)
     input_hashes = {p.name: manifest["artifacts"].get(p.name, {}).get("sha256") or sha256(p)
@@ -113,7 +176,7 @@ def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Pat
             "sha256": sha256(path), "inputs": input_hashes, "config": config,
             **(details or {}).get(path.name, {})}
     manifest["stages"][stage] = {"config": config, "inputs": input_hashes,
-                                 "outputs": [p.name for p in outputs],
+                                 "outputs": [p.name for p in outputs], "passed": passed,
                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json(folder / MANIFEST, manifest)
     return manifest
@@ -141,20 +204,42 @@ def artifact_path(folder: Path, name: str, needed_by: str) -> Path:
     return path
 
 
+def check_set(folder: Path, names: list[str], needed_by: str) -> None:
+    """Every named file exists, matches the manifest, and was made from the current version
+    of each file it was made from; otherwise one line naming the file and the stage to rerun.
+    """
+    if not (folder / MANIFEST).exists():
+        raise EdgefireError(f"{folder / MANIFEST}: missing, so nothing in {folder} can be "
+                            "checked: rebuild with `edgefire build`")
+    recorded = load_manifest(folder)["artifacts"]
+    for name in names:
+        entry = recorded.get(name)
+        if entry is None or not (folder / name).exists():
+            stage = entry["stage"] if entry else "the stage that makes it"
+            raise EdgefireError(f"{folder / name}: missing ({needed_by} needs it): run "
+                                f"`edgefire {stage}` again")
+        check_intact(folder, name, entry)
+        for parent, digest in entry["inputs"].items():
+            if recorded.get(parent, {}).get("sha256") != digest:
+                raise EdgefireError(f"{folder / name}: made from an older {parent}: run "
+                                    f"`edgefire {entry['stage']}` again")
+
+
 def check_intact(folder: Path, name: str, entry: dict) -> None:
     path = folder / name
     size = path.stat().st_size
     if size != entry["bytes"] or sha256(path) != entry["sha256"]:
         raise EdgefireError(f"{path}: bytes do not match the manifest ({size} B, expected "
                             f"{entry['bytes']} B with sha256 {entry['sha256'][:12]}...): the "
-                            "file was truncated, edited or replaced; rebuild it")
+                            "file was truncated, edited or replaced: run "
+                            f"`edgefire {entry['stage']}` again")
 
 
 def stage_is_current(folder: Path, stage: str, inputs: list[Path], config: dict) -> bool:
     """True when the stage ran with this config on these exact inputs and its outputs are intact."""
     manifest = load_manifest(folder)
     record = manifest["stages"].get(stage)
-    if record is None or record["config"] != config:
+    if record is None or record["config"] != config or not record.get("passed", True):
         return False
     try:
         current = {p.name: sha256(p) for p in inputs}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefire import artifacts
+from edgefire import artifacts, report
 from edgefire.config import (
     ExportConfig,
     PruneConfig,
@@ -84,11 +84,12 @@ def stages(plan: Plan) -> list[Stage]:
 def run(plan: Plan, folder: Path, echo=print) -> dict:
     """Run every stage that is not up to date; stop at the first failure with its stage named."""
     artifacts.ensure_folder(folder)
+    if plan.force and (aside := artifacts.set_aside_manifest(folder)):
+        echo(f"! {folder / artifacts.MANIFEST} was unreadable: kept as {aside}, starting over")
     if plan.prune.sparsity == 0:
         artifacts.forget_stage(folder, "prune")  # quantize then takes the trained model
     log = {"stages": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start = time.perf_counter()
-    result = None
     for stage in stages(plan):
         inputs = stage.inputs(folder)
         if not plan.force and artifacts.stage_is_current(folder, stage.name, inputs,
@@ -99,7 +100,7 @@ def run(plan: Plan, folder: Path, echo=print) -> dict:
         echo(f"> {stage.name} ...")
         began = time.perf_counter()
         try:
-            result = stage.action(folder)
+            stage.action(folder)
         except EdgefireError as exc:
             raise type(exc)(f"{stage.name}: {exc}") from None
         seconds = round(time.perf_counter() - began, 1)
@@ -107,4 +108,4 @@ def run(plan: Plan, folder: Path, echo=print) -> dict:
         log["stages"][stage.name] = {"status": "ran", "seconds": seconds}
     log["seconds"] = round(time.perf_counter() - start, 1)
     artifacts.write_json(folder / BUILD_LOG, log)
-    return result if result is not None else artifacts.read_json(folder / "report.json", "report")
+    return report.load(folder)  # verify's, whether it ran now or was up to date

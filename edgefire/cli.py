@@ -1,28 +1,76 @@
 """The `edgefire` command line: one thin function per stage; TensorFlow loads only when one runs.
 
-Exit codes: 0 success, 1 a verification gate failed, 2 bad input or usage, 130 interrupted.
+Exit codes: 0 success, 1 a verification gate failed, 2 bad input or usage, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup, _click
 
 from edgefire import config as defaults
-from edgefire.errors import EXIT_INTERRUPTED, EdgefireError
+from edgefire.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EdgefireError,
+    Terminated,
+)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  pretty_exceptions_enable=False,
+MAX_EPOCHS = 10_000  # a typo of extra zeros should not start a year-long run
+MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, a value of the wrong type) as one `edgefire: error:` line,
+    like every other bad input, instead of click's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            code = EXIT_BAD_INPUT
+        except _click.exceptions.ClickException as exc:
+            typer.echo(f"edgefire: error: {one_line(exc.format_message())}", err=True)
+            code = exc.exit_code
+        except typer.Abort:
+            typer.echo("edgefire: interrupted", err=True)
+            code = EXIT_INTERRUPTED
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+                  rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Train, prune, quantize, export and verify a tiny CIFAR-10 SqueezeNet.")
+
+
+def artifacts_folder(value: str | Path) -> Path:
+    """The --artifacts value as a path; empty is refused rather than read as the current folder."""
+    if isinstance(value, Path):  # the default
+        return value
+    if not value.strip():
+        raise typer.BadParameter("must not be empty (use . for the current folder)",
+                                 param_hint="'--artifacts'")
+    return Path(value)
 
 T, P, Q, E, V = (defaults.TrainConfig(), defaults.PruneConfig(), defaults.QuantizeConfig(),
                  defaults.ExportConfig(), defaults.VerifyConfig())
 
-ArtifactsOpt = Annotated[Path, typer.Option(help="Artifacts folder (inputs and outputs).")]
+ArtifactsOpt = Annotated[Path, typer.Option(help="Artifacts folder (inputs and outputs).",
+                                            parser=artifacts_folder)]
 DataOpt = Annotated[str, typer.Option(help="'cifar10', a cifar-10-python.tar.gz, a "
                                       "cifar-10-batches-py folder or an image-folder root.")]
 DropoutOpt = Annotated[float, typer.Option(
@@ -36,8 +84,16 @@ DataOverrideOpt = Annotated[str | None, typer.Option(
 
 
 @app.callback()
-def _group() -> None:
+def _group(verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Show TensorFlow's and the converters' own log lines.")] = False
+           ) -> None:
     """Train, prune, quantize, export and verify a tiny CIFAR-10 SqueezeNet."""
+    if verbose:
+        os.environ["EDGEFIRE_VERBOSE"] = "1"
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def choice(value: str, options, flag: str) -> str:
@@ -50,7 +106,12 @@ def choice(value: str, options, flag: str) -> str:
 
 
 def in_range(value, low, high, flag: str, low_open: bool = False, high_open: bool = False):
-    """`value` if low <= value <= high (strict where open); otherwise an error echoing it."""
+    """`value` if low <= value <= high (strict where open); otherwise an error echoing it.
+
+    NaN and infinities are refused whatever the range: no comparison would catch NaN.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EdgefireError(f"{flag} must be a finite number (got {value})")
     too_low = value is not None and low is not None and (value <= low if low_open else value < low)
     too_high = (value is not None and high is not None
                 and (value >= high if high_open else value > high))
@@ -67,8 +128,11 @@ def run_stage(action) -> None:
     try:
         action()
     except EdgefireError as exc:
-        typer.echo(f"edgefire: error: {exc}", err=True)
+        typer.echo(f"edgefire: error: {one_line(exc)}", err=True)
         raise typer.Exit(exc.exit_code) from None
+    except Terminated:
+        typer.echo("edgefire: terminated (SIGTERM); finished artifacts are intact", err=True)
+        raise typer.Exit(EXIT_TERMINATED) from None
     except KeyboardInterrupt:
         typer.echo("edgefire: interrupted; finished artifacts are intact", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -111,11 +175,14 @@ def training_config(data, arch, epochs, batch_size, optimizer, learning_rate, dr
 
     choice(arch, list(ARCHITECTURES), "--arch")
     choice(optimizer, list(defaults.OPTIMIZERS), "--optimizer")
-    in_range(epochs, 1, None, "--epochs")
+    in_range(epochs, 1, MAX_EPOCHS, "--epochs")
     in_range(batch_size, 1, None, "--batch-size")
     in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
     in_range(dropout, 0, 1, "--dropout", high_open=True)
+    in_range(seed, 0, MAX_SEED, "--seed")
     in_range(limit, 10, None, "--limit")
+    if data != "cifar10":  # stored resolved, so later stages run from any directory
+        data = str(Path(data).expanduser().resolve())
     return defaults.TrainConfig(data=data, arch=arch, epochs=epochs, batch_size=batch_size,
                                 optimizer=optimizer, learning_rate=learning_rate,
                                 dropout=dropout, seed=seed, limit=limit)
@@ -151,7 +218,7 @@ def prune(
 
 def pruning_config(sparsity, epochs, learning_rate, keep_dense) -> defaults.PruneConfig:
     in_range(sparsity, 0, 1, "--sparsity", high_open=True)
-    in_range(epochs, 1, None, "--epochs")
+    in_range(epochs, 1, MAX_EPOCHS, "--epochs")
     in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
     names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
     return defaults.PruneConfig(sparsity=sparsity, epochs=epochs, learning_rate=learning_rate,
@@ -191,7 +258,7 @@ def quantize(
 def quantization_config(mode, qat, qat_epochs, calibration_samples, io):
     choice(mode, defaults.QUANTIZE_MODES, "--quantize")
     choice(io, defaults.IO_TYPES, "--io")
-    in_range(qat_epochs, 1, None, "--qat-epochs")
+    in_range(qat_epochs, 1, MAX_EPOCHS, "--qat-epochs")
     in_range(calibration_samples, 1, None, "--calibration-samples")
     return defaults.QuantizeConfig(mode=mode, qat=qat, qat_epochs=qat_epochs,
                                    calibration_samples=calibration_samples, io=io)
@@ -231,11 +298,18 @@ def verify(
     def action():
         from edgefire import verify as stage
 
-        config = defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
-                                       min_accuracy=min_accuracy)
+        config = verification_config(max_bytes, max_drop, min_accuracy)
         show_report(lambda: stage.run(config, artifacts, data), artifacts, "all gates passed")
 
     run_stage(action)
+
+
+def verification_config(max_bytes, max_drop, min_accuracy) -> defaults.VerifyConfig:
+    in_range(max_bytes, 1, None, "--max-bytes")
+    in_range(max_drop, 0, 100, "--max-drop")
+    in_range(min_accuracy, 0, 1, "--min-accuracy")
+    return defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
+                                 min_accuracy=min_accuracy)
 
 
 @app.command()
@@ -280,8 +354,7 @@ def build(
             prune=pruning_config(sparsity, prune_epochs, P.learning_rate, keep_dense),
             quantize=quantization_config(quantize, qat, qat_epochs, calibration_samples, io),
             export=defaults.ExportConfig(opset=opset),
-            verify=defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
-                                         min_accuracy=min_accuracy),
+            verify=verification_config(max_bytes, max_drop, min_accuracy),
             force=force)
         show_report(lambda: pipeline.run(plan, artifacts, echo=typer.echo), artifacts,
                     "build passed")
@@ -323,7 +396,13 @@ def show_report(verification, artifacts: Path, passed: str) -> None:
     typer.echo(f"{passed} -> {artifacts / report.REPORT_MD}")
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main() -> None:
+    """The console entry point: SIGTERM ends a run like Ctrl-C, with its own exit code."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

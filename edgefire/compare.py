@@ -18,6 +18,9 @@ def row(folder: Path) -> dict:
 
     train = artifacts.read_json(folder / "train.json", "training metadata")
     result = report.load(folder)
+    # numbers are only as good as the files they came from: a hand-edited or stale report,
+    # or one whose files have changed since, is refused
+    artifacts.check_set(folder, [report.REPORT_JSON, "train.json"], "compare")
     arch = train["config"]["arch"]
     by_name = {entry["name"]: entry for entry in result["artifacts"]}
     int8 = by_name.get(f"{arch}_int8.tflite")

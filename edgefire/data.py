@@ -107,8 +107,8 @@ def _cached(path: Path, loader) -> Dataset:
             with np.load(cache_file) as npz:
                 return Dataset(npz["x_train"], npz["y_train"], npz["x_test"], npz["y_test"],
                                tuple(str(c) for c in npz["classes"]), str(path), fingerprint)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is rebuilt below
+        except Exception:  # numpy and zipfile raise many types for a damaged file
+            print(f"  {cache_file}: damaged cache entry, decoding {path} again", flush=True)
     data = loader()
     data = Dataset(data.x_train, data.y_train, data.x_test, data.y_test, data.classes,
                    str(path), fingerprint)

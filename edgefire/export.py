@@ -21,7 +21,7 @@ from edgefire import quantize as quantizing
 from edgefire import train as training
 from edgefire.config import ExportConfig, as_dict
 from edgefire.errors import EdgefireError
-from edgefire.tfenv import tensorflow
+from edgefire.tfenv import quiet, tensorflow
 
 LABELS = "labels.txt"
 ONNX_INPUT = "image"
@@ -36,7 +36,8 @@ def float_onnx(model, opset: int) -> bytes:
     tf = tensorflow()
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=ONNX_INPUT),)
     try:
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+        with quiet():
+            proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as exc:  # tf2onnx raises many types on unsupported graphs
         raise EdgefireError(f"ONNX export (opset {opset}) failed: {exc}") from None
     shorten_names(proto)
@@ -105,10 +106,11 @@ def ort_int8_onnx(float_bytes: bytes, calibration: np.ndarray) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(float_bytes)
-        quantize_static(str(src), str(dst), _Calibration(calibration),
-                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=CalibrationMethod.MinMax)
+        with quiet():
+            quantize_static(str(src), str(dst), _Calibration(calibration),
+                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, per_channel=True,
+                            calibrate_method=CalibrationMethod.MinMax)
         proto = onnx.load(str(dst))
     shorten_names(proto)
     onnx.checker.check_model(proto, full_check=True)
@@ -121,7 +123,8 @@ def tflite_int8_onnx(tflite_path: Path, opset: int) -> bytes:
     import tf2onnx
 
     try:
-        proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
+        with quiet():
+            proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
     except Exception as exc:  # tf2onnx raises many types on unsupported graphs
         raise EdgefireError(f"{tflite_path}: ONNX translation failed: {exc}") from None
     shorten_names(proto)
@@ -143,15 +146,15 @@ def best_int8_onnx(candidates: dict[str, bytes], x_val: np.ndarray, y_val: np.nd
     return best, scores
 
 
-def io_names(path: Path) -> dict:
-    """Input and output tensor names of an artifact, for the manifest."""
-    if path.suffix == ".onnx":
+def io_names(name: str, content: bytes) -> dict:
+    """Input and output tensor names of an artifact's bytes, for the manifest."""
+    if name.endswith(".onnx"):
         import onnx
 
-        graph = onnx.load(str(path)).graph
+        graph = onnx.load_from_string(content).graph
         return {"input_names": [v.name for v in graph.input],
                 "output_names": [v.name for v in graph.output]}
-    details = quantizing.tensor_details(path.read_bytes())
+    details = quantizing.tensor_details(content)
     return {"input_names": [details["input"]["name"]],
             "output_names": [details["output"]["name"]]}
 
@@ -166,15 +169,14 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
     quantized_path = artifacts.artifact_path(folder, quantized["artifact"], "export")
     model = training.load_model(model_path)
     arch = train_meta["config"]["arch"]
-    outputs = [quantized_path]
+    made: dict[str, bytes] = {}  # the files this stage writes, by name
 
     if quantized["precision"] != "float32":
         tflite, sparse = quantizing.smallest_encoding(model, "none", "uint8", np.zeros(0),
                                                       quantized["sparsity"])
-        tflite = metadata.attach(tflite, arch, train_meta["classes"])
-        outputs.append(_write(folder / f"{arch}_float32.tflite", tflite))
+        made[f"{arch}_float32.tflite"] = metadata.attach(tflite, arch, train_meta["classes"])
     onnx_float = float_onnx(model, config.opset)
-    outputs.append(_write(folder / f"{arch}_float32.onnx", onnx_float))
+    made[f"{arch}_float32.onnx"] = onnx_float
     int8_choice = None
     if quantized["mode"] == "int8":
         dataset = data.load(data_override or train_meta["config"]["data"])
@@ -184,22 +186,22 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
         splits = _validation(dataset, train_meta)
         best, scores = best_int8_onnx(candidates, splits.x_val, splits.y_val)
         int8_choice = {"chosen": best, "candidates": scores}
-        outputs.append(_write(folder / f"{arch}_int8.onnx", candidates[best]))
-    artifacts.write_text(folder / LABELS, "".join(f"{c}\n" for c in train_meta["classes"]))
-    deployables = {p.name: {"format": p.suffix[1:], **io_names(p)} for p in outputs}
+        made[f"{arch}_int8.onnx"] = candidates[best]
+    deployables = {name: {"format": Path(name).suffix[1:], **io_names(name, content)}
+                   for name, content in [(quantized_path.name, quantized_path.read_bytes()),
+                                         *made.items()]}
     result = {"stage": "export", "config": as_dict(config), "source": model_path.name,
               "deployables": deployables, "labels": LABELS,
               "int8_onnx": int8_choice}
-    artifacts.write_json(folder / "export.json", result)
-    made = [p for p in outputs if p != quantized_path]
-    artifacts.record_stage(folder, "export", [*made, folder / LABELS, folder / "export.json"],
-                           [model_path, quantized_path], as_dict(config), deployables)
+    with artifacts.output_set():
+        for name, content in made.items():
+            artifacts.write_bytes(folder / name, content)
+        artifacts.write_text(folder / LABELS, "".join(f"{c}\n" for c in train_meta["classes"]))
+        artifacts.write_json(folder / "export.json", result)
+    outputs = [folder / name for name in [*made, LABELS, "export.json"]]
+    artifacts.record_stage(folder, "export", outputs, [model_path, quantized_path],
+                           as_dict(config), deployables)
     return result
-
-
-def _write(path: Path, content: bytes) -> Path:
-    artifacts.write_bytes(path, content)
-    return path
 
 
 def _validation(dataset: data.Dataset, train_meta: dict) -> data.Splits:

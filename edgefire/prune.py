@@ -83,7 +83,7 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
                                                         config.epochs * steps)
     training.compile_model(wrapped, schedule, train_config["label_smoothing"])
     stage_config = {**as_dict(config), "seed": train_config["seed"]}
-    history = training.fit_epochs(wrapped, splits, folder, "prune", stage_config,
+    history, _ = training.fit_epochs(wrapped, splits, folder, "prune", stage_config,
                                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
     models.set_dropout(pruned, models.DROPOUT)
@@ -113,13 +113,14 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None) -> 
     before = training.accuracy(model, splits.x_val, splits.y_val)
     pruned, history = prune_model(model, config, splits, folder, train_config)
     after = training.accuracy(pruned, splits.x_val, splits.y_val)
-    training.save_model(pruned, folder / MODEL)
     names = pruned_layer_names(pruned, config)
     result = {"stage": "prune", "config": as_dict(config), "target_sparsity": config.sparsity,
               "sparsity": kernel_sparsity(pruned, names),
               "model_sparsity": kernel_sparsity(pruned)["overall"],
               "val_accuracy_before": before, "val_accuracy_after": after, "history": history}
-    artifacts.write_json(folder / "prune.json", result)
+    with artifacts.output_set():
+        training.save_model(pruned, folder / MODEL)
+        artifacts.write_json(folder / "prune.json", result)
     artifacts.record_stage(folder, "prune", [folder / MODEL, folder / "prune.json"],
                            [trained_path], as_dict(config))
     training.remove_checkpoint(folder, "prune")

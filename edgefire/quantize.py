@@ -20,7 +20,7 @@ from edgefire import prune as pruning
 from edgefire import train as training
 from edgefire.config import IO_TYPES, QUANTIZE_MODES, QuantizeConfig, as_dict
 from edgefire.errors import EdgefireError
-from edgefire.tfenv import keras, seed_everything, tensorflow
+from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
 
 PRECISION = {"int8": "int8", "float16": "float16", "dynamic": "dynamic", "none": "float32"}
 # The input range pixel/255 spans exactly [0, 1]; anchoring both ends in the calibration set
@@ -71,7 +71,8 @@ def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool) ->
         converter.inference_input_type = tf.uint8 if io == "uint8" else tf.int8
         converter.inference_output_type = tf.uint8 if io == "uint8" else tf.int8
     try:
-        return converter.convert()
+        with quiet():
+            return converter.convert()
     except Exception as exc:  # the converter raises ConverterError and friends
         raise EdgefireError(f"TFLite conversion ({mode}) failed: {str(exc).splitlines()[0]}"
                             ) from None
@@ -128,7 +129,7 @@ def quantization_aware(model, config: QuantizeConfig, splits: data.Splits, folde
     training.compile_model(qat, schedule, label_smoothing)
     callbacks = [KeepZeros(qat).callback()] if pruned else []
     stage_config = {**as_dict(config), "epochs": config.qat_epochs, "seed": seed}
-    history = training.fit_epochs(qat, splits, folder, "qat", stage_config, callbacks)
+    history, _ = training.fit_epochs(qat, splits, folder, "qat", stage_config, callbacks)
     return qat, history
 
 
@@ -136,7 +137,8 @@ def tensor_details(tflite: bytes) -> dict:
     """Input and output dtype, scale and zero point, read from the model itself."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=tflite)
+    with quiet():
+        interpreter = Interpreter(model_content=tflite)
     details = {}
     for key, tensor in (("input", interpreter.get_input_details()[0]),
                         ("output", interpreter.get_output_details()[0])):
@@ -191,7 +193,6 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
     details = tensor_details(tflite)
     check_raw_pixel_input(details, config)
     out = folder / output_name(train_config["arch"], config.mode)
-    artifacts.write_bytes(out, tflite)
     result = {"stage": "quantize", "config": as_dict(config), "source": model_path.name,
               "mode": config.mode, "precision": PRECISION[config.mode], "artifact": out.name,
               "sparse_encoding": sparse, "sparsity": sparsity,
@@ -200,7 +201,9 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
                               "indices": [int(i) for i in indices]} if config.mode == "int8"
               else None,
               "tensors": details, "qat_history": history}
-    artifacts.write_json(folder / "quantize.json", result)
+    with artifacts.output_set():
+        artifacts.write_bytes(out, tflite)
+        artifacts.write_json(folder / "quantize.json", result)
     names = {"input_names": [details["input"]["name"]],
              "output_names": [details["output"]["name"]]}
     artifacts.record_stage(folder, "quantize", [out, folder / "quantize.json"], [model_path],

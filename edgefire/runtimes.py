@@ -40,10 +40,13 @@ class TFLiteRunner:
     def __init__(self, path: Path, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
+        from edgefire.tfenv import quiet
+
         self.path = path
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with quiet():
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise EdgefireError(f"{path}: not a valid TFLite model ({_first_line(exc)})") from None
         self.input = self.interpreter.get_input_details()[0]

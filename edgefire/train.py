@@ -170,16 +170,29 @@ class EpochProgress:
 
 
 def restore_checkpoint(folder: Path, stage: str, config: dict, model):
-    """Finished epochs and history of `<stage>_checkpoint` made with this exact config, if any."""
+    """Finished epochs and history of `<stage>_checkpoint` made with this exact config, if any.
+
+    A damaged checkpoint (a kill while the disk was full, a hand edit) is discarded with a
+    warning and the model keeps its initial weights: the stage starts over.
+    """
     weights, state_path = folder / f"{stage}_checkpoint.h5", folder / f"{stage}_checkpoint.json"
     if not (state_path.exists() and weights.exists()):
         return 0, {}
-    state = json.loads(state_path.read_text())
-    if state.get("config") != config:
+    initial = model.get_weights()
+    try:
+        state = json.loads(state_path.read_text())
+        if state.get("config") != config:
+            return 0, {}
+        done, history = int(state["epochs_done"]), dict(state["history"])
+        model.load_weights(weights)
+    except Exception as exc:  # json, h5py and Keras raise many types for a damaged file
+        model.set_weights(initial)
+        remove_checkpoint(folder, stage)
+        print(f"  {state_path.with_suffix('.*')}: damaged checkpoint discarded "
+              f"({type(exc).__name__}); {stage} starts over", flush=True)
         return 0, {}
-    model.load_weights(weights)
-    print(f"  resuming {stage} after epoch {state['epochs_done']} from {weights}")
-    return state["epochs_done"], state["history"]
+    print(f"  resuming {stage} after epoch {done} from {weights}")
+    return done, history
 
 
 def save_checkpoint(folder: Path, stage: str, config: dict, model, epochs_done: int,
@@ -196,26 +209,44 @@ def remove_checkpoint(folder: Path, stage: str) -> None:
 
 
 def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dict,
-               callbacks=(), augmented: bool = True) -> dict:
-    """Fit from the last checkpoint of `stage`, checkpointing each epoch; returns the history.
+               callbacks=(), augmented: bool = True) -> tuple[dict, int]:
+    """Fit from the last checkpoint of `stage`, checkpointing each epoch.
 
     `config` is the stage's resolved config (with epochs, batch_size and seed); a checkpoint
-    made with another config is ignored.
+    made with another config is ignored. Returns the history of every epoch and how many
+    epochs this call ran (fewer than all after a resume).
     """
     epochs, batch_size, seed = config["epochs"], config["batch_size"], config["seed"]
     steps = math.ceil(len(splits.y_train) / batch_size)
     done, history = restore_checkpoint(folder, stage, config, model)
     if done >= epochs:
-        return history
+        return history, 0
     # The optimizer's moments are not in the weight checkpoint; the learning-rate schedule
     # continues exactly where it stopped, and the moments re-estimate within a few steps.
     model.optimizer.iterations.assign(done * steps)
     ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done, augmented)
     model.fit(ds, epochs=epochs, initial_epoch=done, steps_per_epoch=steps, verbose=0,
               validation_data=eval_dataset(splits.x_val, splits.y_val),
-              callbacks=[EpochProgress(epochs, steps).callback(),
+              callbacks=[EpochProgress(epochs, steps).callback(), stop_on_divergence(stage),
                          checkpoint_callback(folder, stage, config, model, history), *callbacks])
-    return history
+    return history, epochs - done
+
+
+def stop_on_divergence(stage: str):
+    """Stop at the first non-finite loss, before a broken model is checkpointed or saved."""
+
+    class StopOnDivergence(keras().callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = float(logs.get("loss", 0.0))
+            if not math.isfinite(loss):
+                raise EdgefireError(f"{stage} diverged: the loss became {loss} in epoch "
+                                    f"{self.epoch + 1}, step {batch + 1}; nothing was saved "
+                                    "(lower the --learning-rate)")
+
+    return StopOnDivergence()
 
 
 def checkpoint_callback(folder: Path, stage: str, config: dict, model, history: dict):
@@ -233,7 +264,8 @@ def checkpoint_callback(folder: Path, stage: str, config: dict, model, history: 
 def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
     """Train on the training split with the recipe of `config`; resume from a checkpoint.
 
-    Returns the deployable (batch-norm-folded) model and the per-epoch history.
+    Returns the deployable (batch-norm-folded) model, the per-epoch history and the number
+    of epochs run now.
     """
     seed_everything(config.seed)
     model = build_training_model(config, splits)
@@ -242,9 +274,9 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
     warmup = min(config.warmup_epochs * steps, total // 5)  # short runs still reach the peak
     schedule = warmup_cosine_schedule()(config.learning_rate, warmup, total)
     compile_model(model, schedule, config.label_smoothing, config.optimizer)
-    history = fit_epochs(model, splits, folder, "train", as_dict(config),
-                         augmented=config.augment)
-    return _deployable(model, config), history
+    history, epochs_run = fit_epochs(model, splits, folder, "train", as_dict(config),
+                                     augmented=config.augment)
+    return _deployable(model, config), history, epochs_run
 
 
 def build_training_model(config: TrainConfig, splits: data.Splits):
@@ -314,12 +346,9 @@ def run(config: TrainConfig, folder: Path) -> dict:
     dataset = data.load(config.data)
     splits = data.split(dataset, config.val_size, config.seed, config.limit)
     start = time.perf_counter()
-    model, history = train_model(config, splits, folder)
+    model, history, epochs_run = train_model(config, splits, folder)
     wall = time.perf_counter() - start
     val_accuracy = accuracy(model, splits.x_val, splits.y_val)
-    save_model(model, folder / MODEL)
-    artifacts.write_json(folder / "history.json", history)
-    plot_history(history, folder / "training.png")
     meta = {
         "stage": "train", "config": as_dict(config), "seed": config.seed,
         "data": {"source": config.data, "fingerprint": dataset.fingerprint,
@@ -327,11 +356,15 @@ def run(config: TrainConfig, folder: Path) -> dict:
                  "val_images": int(len(splits.y_val)),
                  "test_images": int(len(dataset.y_test))},
         "classes": list(dataset.classes), "input_shape": list(dataset.x_train.shape[1:]),
-        "epochs": config.epochs, "wall_seconds": round(wall, 1),
-        "images_per_second": round(len(splits.y_train) * config.epochs / wall, 1),
+        "epochs": config.epochs, "epochs_run": epochs_run, "wall_seconds": round(wall, 1),
+        "images_per_second": round(len(splits.y_train) * epochs_run / wall, 1),
         "val_accuracy": val_accuracy, "parameters": int(model.count_params()),
         "history": history}
-    artifacts.write_json(folder / "train.json", meta)
+    with artifacts.output_set():
+        save_model(model, folder / MODEL)
+        artifacts.write_json(folder / "history.json", history)
+        plot_history(history, folder / "training.png")
+        artifacts.write_json(folder / "train.json", meta)
     outputs = [folder / n for n in (MODEL, "history.json", "training.png", "train.json")]
     artifacts.record_stage(folder, "train", outputs, [], as_dict(config))
     remove_checkpoint(folder, "train")

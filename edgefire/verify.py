@@ -131,15 +131,16 @@ def check_config(config: VerifyConfig) -> None:
 
 
 def artifacts_to_verify(folder: Path) -> tuple[str, list[str], set[str]]:
-    """The float reference, every deployable file, and the gated ones; all checked intact."""
+    """The float reference, every deployable file, and the gated ones.
+
+    The whole set is checked first: every file present, intact and made from the current
+    version of its inputs, so a stale or incomplete set is never certified.
+    """
     exported = artifacts.read_json(folder / "export.json", "export metadata")
     quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
-    manifest = artifacts.load_manifest(folder)["artifacts"]
     names = [exported["source"], *exported["deployables"]]
-    for name in names:
-        if name not in manifest or not (folder / name).exists():
-            raise EdgefireError(f"{folder / name}: missing (run export again)")
-        artifacts.check_intact(folder, name, manifest[name])
+    artifacts.check_set(folder, [*names, exported["labels"], "train.json", "quantize.json",
+                                 "export.json"], "verify")
     gated = {n for n in exported["deployables"] if precision_of(n) == quantized["precision"]}
     return exported["source"], names, gated
 
@@ -171,12 +172,14 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "target_bytes": config.max_bytes, "reference": reference,
         "gates": gates(rows, gated, config), "artifacts": rows}
     result["passed"] = all(g["passed"] for g in result["gates"])
-    report.write(folder, result)
+    with artifacts.output_set():
+        report.write(folder, result)
+    # a failed verify is recorded (compare can check its report) but never "up to date"
+    artifacts.record_stage(folder, "verify", [folder / n for n in report.OUTPUTS],
+                           [folder / n for n in names], as_dict(config),
+                           passed=result["passed"])
     failed = [g for g in result["gates"] if not g["passed"]]
     if failed:
         raise GateFailed("; ".join(report.describe_failure(g) for g in failed))
-    # recorded only when every gate passed, so a failed verify is never "up to date"
-    artifacts.record_stage(folder, "verify", [folder / n for n in report.OUTPUTS],
-                           [folder / n for n in names], as_dict(config))
     return result
 

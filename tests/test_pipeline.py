@@ -140,7 +140,7 @@ def test_compare_of_a_folder_without_a_build_says_what_is_missing(tmp_path):
     result = invoke("compare", str(tmp_path))
     assert result.exit_code == 2
     assert result.output.strip() == f"edgefire: error: {tmp_path}/train.json: training metadata " \
-                                    "not found"
+                                    "not found (run `edgefire train` first)"
 
 
 def test_second_build_is_up_to_date(built, image_folder):

@@ -130,7 +130,7 @@ def test_float16_and_dynamic_modes(pruned_folder, copy_of, mode, weight_type):
 
 @pytest.mark.parametrize("args, needle", [
     (["prune", "--sparsity", "1.2"], "--sparsity must be >= 0 and < 1 (got 1.2)"),
-    (["prune", "--epochs", "0"], "--epochs must be >= 1 (got 0)"),
+    (["prune", "--epochs", "0"], "--epochs must be >= 1 and <= 10000 (got 0)"),
     (["quantize", "--quantize", "int4"], "did you mean 'int8'"),
     (["quantize", "--calibration-samples", "0"], "--calibration-samples must be >= 1"),
     (["quantize", "--io", "uint16"], "did you mean 'uint8'"),

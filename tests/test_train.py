@@ -121,7 +121,7 @@ def test_help_and_bad_options_do_not_import_tensorflow():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--epochs", "0"], "--epochs must be >= 1 (got 0)"),
+    (["--epochs", "0"], "--epochs must be >= 1 and <= 10000 (got 0)"),
     (["--learning-rate", "0"], "--learning-rate must be > 0"),
     (["--dropout", "1"], "--dropout must be >= 0 and < 1 (got 1.0)"),
     (["--arch", "squeezenet33"], "did you mean 'squeezenet32'"),
