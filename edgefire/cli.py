@@ -193,6 +193,8 @@ def prune(
     sparsity: Annotated[float, typer.Option(help="Target fraction of zeros per pruned kernel.")]
     = P.sparsity,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = P.epochs,
+    optimizer: Annotated[str, typer.Option(help="Fine-tuning optimizer: adam or sgd.")]
+    = P.optimizer,
     learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate.")]
     = P.learning_rate,
     keep_dense: Annotated[str, typer.Option(
@@ -206,7 +208,7 @@ def prune(
     def action():
         from edgefire import prune as stage
 
-        config = pruning_config(sparsity, epochs, learning_rate, keep_dense)
+        config = pruning_config(sparsity, epochs, learning_rate, keep_dense, optimizer)
         result = stage.run(config, artifacts, data)
         typer.echo(f"pruned to {result['sparsity']['overall']:.1%} zeros in the pruned layers "
                    f"(target {config.sparsity:.0%}): validation accuracy "
@@ -216,13 +218,15 @@ def prune(
     run_stage(action)
 
 
-def pruning_config(sparsity, epochs, learning_rate, keep_dense) -> defaults.PruneConfig:
+def pruning_config(sparsity, epochs, learning_rate, keep_dense,
+                   optimizer=P.optimizer) -> defaults.PruneConfig:
+    choice(optimizer, list(defaults.OPTIMIZERS), "--optimizer")
     in_range(sparsity, 0, 1, "--sparsity", high_open=True)
     in_range(epochs, 1, MAX_EPOCHS, "--epochs")
     in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
     names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
-    return defaults.PruneConfig(sparsity=sparsity, epochs=epochs, learning_rate=learning_rate,
-                                keep_dense=names)
+    return defaults.PruneConfig(sparsity=sparsity, epochs=epochs, optimizer=optimizer,
+                                learning_rate=learning_rate, keep_dense=names)
 
 
 @app.command()

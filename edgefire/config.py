@@ -38,7 +38,8 @@ class TrainConfig:
 class PruneConfig:
     sparsity: float = 0.4  # fraction of zeros in each pruned kernel; 0.5 cost 1.6 points here
     epochs: int = 4  # fine-tuning epochs; the schedule reaches the target at 2/3 of them
-    learning_rate: float = 5e-4  # a tenth of training's peak: recover, do not retrain
+    optimizer: str = "adam"  # per-weight steps suit the BN-folded model being fine-tuned
+    learning_rate: float = 5e-4  # small: recover from the zeros, do not retrain
     keep_dense: tuple[str, ...] = ("conv", "conv10")  # small, sensitive first and last layers
     batch_size: int = 128
     frequency: int = 50  # mask update interval in steps; tfmot's 100 can skip short runs

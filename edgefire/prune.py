@@ -81,7 +81,7 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     wrapped = wrap_for_pruning(model, config, steps)
     schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate,
                                                         config.epochs * steps)
-    training.compile_model(wrapped, schedule, train_config["label_smoothing"])
+    training.compile_model(wrapped, schedule, train_config["label_smoothing"], config.optimizer)
     stage_config = {**as_dict(config), "seed": train_config["seed"]}
     history, _ = training.fit_epochs(wrapped, splits, folder, "prune", stage_config,
                                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])

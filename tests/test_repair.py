@@ -1,0 +1,210 @@
+"""Repair paths: a damaged build is rebuilt by `edgefire build`, a stale or incomplete set is
+never certified, damaged caches and checkpoints heal, and failures leave whole sets."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgefire import artifacts
+from edgefire.cli import app
+from tests.conftest import BUILD, TINY_TRAIN
+from tests.test_pipeline import DEPLOYABLES
+from tests.test_reliability import start, wait_for_epochs
+
+PRODUCTS = [*DEPLOYABLES, "trained.h5", "pruned.h5", "labels.txt"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip(path: Path) -> None:
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+DAMAGE = {
+    "labels.txt deleted": ("labels.txt", Path.unlink),
+    "int8 tflite truncated": ("squeezenet_int8.tflite", _truncate),
+    "int8 onnx byte flipped": ("squeezenet_int8.onnx", _flip),
+    "float onnx deleted": ("squeezenet_float32.onnx", Path.unlink),
+    "trained.h5 truncated": ("trained.h5", _truncate),
+    "pruned.h5 byte flipped": ("pruned.h5", _flip),
+    "report.json edited": ("report.json", lambda p: p.write_text("{}")),
+    "report.png deleted": ("report.png", Path.unlink),
+    "quantize.json deleted": ("quantize.json", Path.unlink),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_build_repairs_a_damaged_file_and_makes_the_same_bytes(damage, built, image_folder,
+                                                               copy_of):
+    folder = copy_of(built)
+    before = {name: artifacts.sha256(folder / name) for name in PRODUCTS}
+    name, harm = DAMAGE[damage]
+    harm(folder / name)
+    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder))
+    assert result.exit_code == 0, result.output
+    assert "build passed" in result.output and "Traceback" not in result.output
+    assert {name: artifacts.sha256(folder / name) for name in PRODUCTS} == before
+    assert invoke("verify", "--artifacts", str(folder)).exit_code == 0
+
+
+def test_verify_refuses_an_int8_onnx_made_from_an_older_int8_tflite(built, copy_of):
+    folder = copy_of(built)
+    result = invoke("quantize", "--artifacts", str(folder), "--calibration-samples", "100")
+    assert result.exit_code == 0, result.output
+    result = invoke("verify", "--artifacts", str(folder))
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(f"edgefire: error: {folder}/squeezenet_")
+    assert result.output.strip().endswith(": made from an older squeezenet_int8.tflite: run "
+                                          "`edgefire export` again")
+
+
+def test_compare_refuses_a_report_whose_files_changed_since(built, copy_of):
+    folder = copy_of(built)
+    assert invoke("quantize", "--artifacts", str(folder), "--calibration-samples", "100"
+                  ).exit_code == 0
+    result = invoke("compare", str(folder))
+    assert result.exit_code == 2 and "made from an older" in result.output
+
+
+def test_a_failed_verify_keeps_the_whole_old_report(built, copy_of, monkeypatch):
+    """The disk fills up after report.json's temporary is written: no new file lands."""
+    folder = copy_of(built)
+    before = {n: artifacts.sha256(folder / n) for n in ("report.json", "report.md", "report.png")}
+    calls = []
+    real_fsync = os.fsync
+
+    def second_fsync_fails(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", second_fsync_fails)
+    result = invoke("verify", "--artifacts", str(folder))
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if "edgefire: error:" in line]
+    assert errors == [f"edgefire: error: {folder}/report.md: cannot write (No space left on "
+                      "device)"]
+    after = {n: artifacts.sha256(folder / n) for n in before}
+    assert after == before
+    assert not [p for p in folder.iterdir() if ".tmp" in p.name]
+
+
+def test_build_force_starts_over_from_an_unreadable_manifest(built, image_folder, copy_of):
+    folder = copy_of(built)
+    (folder / "manifest.json").write_text("{truncated")
+    result = invoke("verify", "--artifacts", str(folder))
+    assert result.exit_code == 2 and "edgefire build --force" in result.output
+    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder), "--force")
+    assert result.exit_code == 0, result.output
+    assert "starting over" in result.output
+    assert (folder / "manifest.json.unreadable").read_text() == "{truncated"
+    assert artifacts.sha256(folder / "squeezenet_int8.tflite") == \
+        artifacts.sha256(built / "squeezenet_int8.tflite")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_cache_entry_is_decoded_again(damage, image_folder, tmp_path, monkeypatch):
+    from edgefire import data
+
+    monkeypatch.setenv("EDGEFIRE_CACHE", str(tmp_path / "cache"))
+    first = data.load(str(image_folder))
+    entry = next((tmp_path / "cache").glob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[:1000] if damage == "truncated" else b"")
+    again = data.load(str(image_folder))
+    assert (again.x_train == first.x_train).all() and again.classes == first.classes
+    assert data.load(str(image_folder)).x_test.shape == first.x_test.shape  # healed
+
+
+@pytest.mark.parametrize("damage", ["state garbage", "weights truncated"])
+def test_a_damaged_checkpoint_is_discarded_and_training_starts_over(damage, image_folder,
+                                                                     tmp_path):
+    folder = tmp_path / "a"
+    args = ["train", "--data", str(image_folder), "--artifacts", str(folder), "--epochs", "4",
+            "--batch-size", "32"]
+    process = start(*args)
+    wait_for_epochs(folder, "train", 1, process)
+    process.kill()
+    process.wait()
+    if damage == "state garbage":
+        (folder / "train_checkpoint.json").write_text("{garbage")
+    else:
+        _truncate(folder / "train_checkpoint.h5")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "damaged checkpoint discarded" in result.output
+    meta = json.loads((folder / "train.json").read_text())
+    assert meta["epochs_run"] == 4 and len(meta["history"]["loss"]) == 4
+
+
+def test_resumed_training_reports_the_speed_of_the_epochs_it_ran(image_folder, tmp_path):
+    folder = tmp_path / "a"
+    args = ["train", "--data", str(image_folder), "--artifacts", str(folder), "--epochs", "4",
+            "--batch-size", "32"]
+    process = start(*args)
+    wait_for_epochs(folder, "train", 2, process)
+    process.kill()
+    process.wait()
+    done = json.loads((folder / "train_checkpoint.json").read_text())["epochs_done"]
+    assert invoke(*args).exit_code == 0
+    meta = json.loads((folder / "train.json").read_text())
+    assert meta["epochs_run"] == 4 - done and meta["epochs"] == 4
+
+
+def test_diverging_training_stops_with_one_line_and_saves_nothing(image_folder, tmp_path):
+    folder = tmp_path / "a"
+    result = invoke("train", "--data", str(image_folder), "--artifacts", str(folder),
+                    "--epochs", "2", "--batch-size", "32", "--learning-rate", "1e30")
+    assert result.exit_code == 2, result.output
+    assert "train diverged: the loss became nan" in result.output
+    assert not (folder / "trained.h5").exists() and not (folder / "history.json").exists()
+
+
+def test_relative_data_is_stored_resolved(image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(image_folder.parent)
+    folder = tmp_path / "a"
+    result = invoke("train", "--data", image_folder.name, "--artifacts", str(folder),
+                    *TINY_TRAIN[:2], "--batch-size", "32")
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "train.json").read_text())["config"]["data"] == \
+        str(image_folder.resolve())
+
+
+def test_sigterm_ends_with_143_and_one_line(image_folder, tmp_path):
+    folder = tmp_path / "a"
+    process = start("train", "--data", str(image_folder), "--artifacts", str(folder),
+                    "--epochs", "6", "--batch-size", "32")
+    wait_for_epochs(folder, "train", 1, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert stderr.strip() == "edgefire: terminated (SIGTERM); finished artifacts are intact"
+
+
+def test_tensorflow_start_up_noise_is_silenced_and_verbose_brings_it_back(built, copy_of):
+    folder = copy_of(built)
+    command = [sys.executable, "-m", "edgefire.cli"]
+    quiet = subprocess.run([*command, "quantize", "--artifacts", str(folder)],
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    loud = subprocess.run([*command, "--verbose", "quantize", "--artifacts", str(folder)],
+                          capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0 and loud.stderr != ""
