@@ -16,8 +16,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
 from edgefire import data
 from edgefire import train as training
 from edgefire.config import TrainConfig
@@ -45,10 +43,11 @@ def run(source: str, steps: int, out: Path) -> dict:
     pipeline_model, plain_model = _model(config, splits), _model(config, splits)
 
     def pipeline(n):
-        ds = training.training_dataset(x[:n], y[:n], config.batch_size, config.seed, 0, True)
+        ds = training.training_dataset(x[:n], y[:n], config.batch_size, config.seed, 0, True,
+                                       config.contract)
         pipeline_model.fit(ds, epochs=1, steps_per_epoch=n // config.batch_size, verbose=0)
 
-    x_float = x.astype(np.float32) / 255.0
+    x_float = config.contract.normalize(x)
 
     def plain(n):
         plain_model.fit(x_float[:n], y[:n], batch_size=config.batch_size, epochs=1, verbose=0,

@@ -79,6 +79,8 @@ OptimizerOpt = Annotated[str, typer.Option(
     help="Training optimizer: sgd (Nesterov momentum 0.9) or adam.")]
 LearningRateOpt = Annotated[float | None, typer.Option(
     help="Peak learning rate [default: sgd 0.1, adam 0.003].")]
+ImageSizeOpt = Annotated[int, typer.Option(
+    help="Model input is N x N; images of any size are resized to it.")]
 DataOverrideOpt = Annotated[str | None, typer.Option(
     "--data", help="Override the data source recorded by train.")]
 
@@ -143,6 +145,7 @@ def train(
     data: DataOpt = T.data,
     arch: Annotated[str, typer.Option(help="Architecture: squeezenet (the reference), "
                                       "squeezenet_bypass, squeezenet32.")] = T.arch,
+    image_size: ImageSizeOpt = T.image_size,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
     optimizer: OptimizerOpt = T.optimizer,
@@ -158,8 +161,8 @@ def train(
     def action():
         from edgefire import train as stage
 
-        config = training_config(data, arch, epochs, batch_size, optimizer, learning_rate,
-                                 dropout, seed, limit)
+        config = training_config(data, arch, image_size, epochs, batch_size, optimizer,
+                                 learning_rate, dropout, seed, limit)
         meta = stage.run(config, artifacts)
         typer.echo(f"trained {config.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
                    f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
@@ -168,24 +171,26 @@ def train(
     run_stage(action)
 
 
-def training_config(data, arch, epochs, batch_size, optimizer, learning_rate, dropout, seed,
-                    limit):
+def training_config(data, arch, image_size, epochs, batch_size, optimizer, learning_rate,
+                    dropout, seed, limit):
     """A validated TrainConfig from the command line's values."""
-    from edgefire.models import ARCHITECTURES
+    from edgefire.models import ARCHITECTURES, check_size
 
     choice(arch, list(ARCHITECTURES), "--arch")
+    check_size(arch, image_size)
     choice(optimizer, list(defaults.OPTIMIZERS), "--optimizer")
     in_range(epochs, 1, MAX_EPOCHS, "--epochs")
     in_range(batch_size, 1, None, "--batch-size")
     in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
     in_range(dropout, 0, 1, "--dropout", high_open=True)
     in_range(seed, 0, MAX_SEED, "--seed")
-    in_range(limit, 10, None, "--limit")
+    in_range(limit, 2, None, "--limit")
     if data != "cifar10":  # stored resolved, so later stages run from any directory
         data = str(Path(data).expanduser().resolve())
-    return defaults.TrainConfig(data=data, arch=arch, epochs=epochs, batch_size=batch_size,
-                                optimizer=optimizer, learning_rate=learning_rate,
-                                dropout=dropout, seed=seed, limit=limit)
+    return defaults.TrainConfig(data=data, arch=arch, image_size=image_size, epochs=epochs,
+                                batch_size=batch_size, optimizer=optimizer,
+                                learning_rate=learning_rate, dropout=dropout, seed=seed,
+                                limit=limit)
 
 
 @app.command()
@@ -322,6 +327,7 @@ def build(
         "--quantize", help="int8 (full integer), float16, dynamic (range) or none.")] = Q.mode,
     data: DataOpt = T.data,
     arch: Annotated[str, typer.Option(help="Architecture (see train).")] = T.arch,
+    image_size: ImageSizeOpt = T.image_size,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
     optimizer: OptimizerOpt = T.optimizer,
@@ -353,8 +359,8 @@ def build(
         from edgefire import build as pipeline
 
         plan = pipeline.Plan(
-            train=training_config(data, arch, epochs, batch_size, optimizer, learning_rate,
-                                  dropout, seed, limit),
+            train=training_config(data, arch, image_size, epochs, batch_size, optimizer,
+                                  learning_rate, dropout, seed, limit),
             prune=pruning_config(sparsity, prune_epochs, P.learning_rate, keep_dense),
             quantize=quantization_config(quantize, qat, qat_epochs, calibration_samples, io),
             export=defaults.ExportConfig(opset=opset),
@@ -382,6 +388,36 @@ def compare(
         typer.echo(lines, nl=False)
         if output is not None:
             artifacts.write_text(output, lines)
+
+    run_stage(action)
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    artifacts: ArtifactsOpt = Path("artifacts"),
+    model: Annotated[Path | None, typer.Option(
+        help="Model file (.tflite, .onnx, .h5) [default: the build's quantized TFLite].")]
+    = None,
+    top: Annotated[int, typer.Option(help="Labels to show per image.")] = 1,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print a JSON list of {file, top: [{label, score}]}.")] = False,
+) -> None:
+    """Classify images of any size with a built model (FILE, LABEL, SCORE per line)."""
+
+    def action():
+        import json
+
+        from edgefire import predict as stage
+
+        in_range(top, 1, None, "--top")
+        results = stage.run(paths, artifacts, model, top)
+        if json_output:
+            typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
+            return
+        for result in results:
+            labels = "\t".join(f"{t['label']}\t{t['score']:.4f}" for t in result["top"])
+            typer.echo(f"{result['file']}\t{labels}")
 
     run_stage(action)
 

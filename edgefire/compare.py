@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgefire import artifacts, report
+from edgefire.contract import of_build
 from edgefire.errors import EdgefireError
 
 HEADER = ["| folder | arch | parameters | MACs / image | epochs | int8 TFLite bytes | int8 top-1 "
@@ -27,7 +28,7 @@ def row(folder: Path) -> dict:
     if int8 is None:
         raise EdgefireError(f"{folder}: report has no {arch}_int8.tflite (build with "
                             "--quantize int8)")
-    model = models.build(arch, tuple(train["input_shape"]), len(train["classes"]))
+    model = models.build(arch, of_build(train).shape, len(train["classes"]))
     return {"folder": str(folder), "arch": arch, "parameters": train["parameters"],
             "macs": models.multiply_accumulates(model), "epochs": train["epochs"],
             "int8_bytes": int8["bytes"], "int8_accuracy": int8["accuracy"],

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 class TrainConfig:
     data: str = "cifar10"  # Keras's download and cache; a path selects a local copy
     arch: str = "squeezenet"  # the reference design of MISSION.md
+    image_size: int = 32  # model input is image_size x image_size (CIFAR-10's own 32)
     epochs: int = 40  # what fits the 45-minute build budget on 2 CPU cores with pruning
     batch_size: int = 128  # trains fastest per epoch on 2 CPU cores among 64/128/256
     # Nesterov SGD beat Adam by ~2 points in a PyTorch replica of this recipe (issue 12);
@@ -24,6 +25,13 @@ class TrainConfig:
     val_size: int = 5000  # carved out of train, seeded and class-balanced
     seed: int = 0
     limit: int | None = None  # a class-balanced subset of the training split, for smoke runs
+
+    @property
+    def contract(self):
+        """The input contract of the models this config trains."""
+        from edgefire.contract import InputContract
+
+        return InputContract(size=self.image_size)
 
     def __post_init__(self):
         """Fill the learning rate and weight decay left at None with the optimizer's own."""

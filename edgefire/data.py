@@ -1,7 +1,10 @@
-"""CIFAR-10-style sources: Keras's download, the python archive or folder, an image-folder tree.
+"""Data sources: Keras's CIFAR-10 download, the python archive or folder, an image-folder tree.
 
-Every source ends as uint8 NHWC arrays, integer labels and class names (`Dataset`).
-Decoded arrays are cached, keyed by the source's path, size and modification time.
+Every source ends as uint8 NHWC arrays at the build's input size, integer labels and class
+names (`Dataset`). Images of any size and mode are decoded with Pillow, turned upright
+(EXIF), converted to RGB and resized by the input contract's resize (`contract.resize`).
+Decoded arrays are cached, keyed by the source's path, sizes and modification times and
+the input size.
 """
 
 from __future__ import annotations
@@ -11,17 +14,17 @@ import os
 import pickle
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from edgefire.contract import DEFAULT_SIZE, resize
 from edgefire.errors import EdgefireError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-IMAGE_SIZE = (32, 32)
-CACHE_VERSION = "1"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+CACHE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Dataset:
     classes: tuple[str, ...]
     source: str
     fingerprint: str
+    x_val: np.ndarray | None = None  # a val/ folder of an image-folder source, when present
+    y_val: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -52,25 +57,40 @@ class Splits:
     classes: tuple[str, ...]
 
 
-def load(source: str) -> Dataset:
-    """Load a data source by name or path, from the decoded-array cache when it is fresh."""
+def load(source: str, size: int = DEFAULT_SIZE) -> Dataset:
+    """Load a data source by name or path at size x size, from the cache when it is fresh."""
     if source == "cifar10":
-        return _load_keras_cifar10()
+        return _load_keras_cifar10(size)
     path = Path(source).expanduser()
     if not path.exists():
         raise EdgefireError(f"{path}: data source does not exist (use 'cifar10', a "
                             "cifar-10-python.tar.gz, a cifar-10-batches-py folder or an "
                             "image-folder root with train/ and test/)")
-    return _cached(path, lambda: _load_path(path))
+    return _cached(path, size, lambda: _load_path(path, size))
 
 
-def _load_path(path: Path) -> Dataset:
+def of_build(train_meta: dict, override: str | None = None) -> tuple[Dataset, Splits]:
+    """The dataset and splits a build trained on (its source, input size, seed and limit)."""
+    config = train_meta["config"]
+    dataset = load(override or config["data"], config.get("image_size", DEFAULT_SIZE))
+    return dataset, split(dataset, config["val_size"], config["seed"], config["limit"])
+
+
+def _resized(dataset: Dataset, size: int) -> Dataset:
+    """A 32x32 CIFAR-10 source at the build's size (the contract's resize)."""
+    if size == dataset.x_train.shape[1]:
+        return dataset
+    return replace(dataset, x_train=np.stack([resize(x, size) for x in dataset.x_train]),
+                   x_test=np.stack([resize(x, size) for x in dataset.x_test]))
+
+
+def _load_path(path: Path, size: int) -> Dataset:
     if path.is_file() and (path.name.endswith((".tar.gz", ".tgz")) or tarfile.is_tarfile(path)):
-        return _load_cifar_archive(path)
+        return _resized(_load_cifar_archive(path), size)
     if path.is_dir() and (path / "data_batch_1").exists():
-        return _load_cifar_folder(path)
+        return _resized(_load_cifar_folder(path), size)
     if path.is_dir() and ((path / "train").exists() or (path / "test").exists()):
-        return _load_image_folder(path)
+        return _load_image_folder(path, size)
     raise EdgefireError(f"{path}: not a recognised data source (expected a "
                         "cifar-10-python.tar.gz, a cifar-10-batches-py folder, or a folder "
                         "holding train/<class>/* and test/<class>/*)")
@@ -84,45 +104,52 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEFIRE_CACHE", Path.home() / ".cache" / "edgefire"))
 
 
-def _fingerprint(path: Path) -> str:
-    """Path, size and modification time of the source and of the folders directly in it."""
-    parts = [CACHE_VERSION, str(path.resolve())]
+def _fingerprint(path: Path, size: int) -> str:
+    """Path, size and modification time of the source and of the folders two levels in it,
+    and the input size the images are resized to."""
+    parts = [CACHE_VERSION, str(path.resolve()), str(size)]
     entries = [path]
     if path.is_dir():
         for sub in sorted(path.iterdir()):
             entries.append(sub)
             if sub.is_dir():
-                entries.extend(sorted(sub.iterdir()))
+                for inner in sorted(sub.iterdir()):
+                    entries.append(inner)
+                    if inner.is_dir():
+                        entries.extend(sorted(inner.iterdir()))
     for entry in entries:
         stat = entry.stat()
         parts.append(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _cached(path: Path, loader) -> Dataset:
-    fingerprint = _fingerprint(path)
+def _cached(path: Path, size: int, loader) -> Dataset:
+    fingerprint = _fingerprint(path, size)
     cache_file = cache_dir() / f"{fingerprint}.npz"
     if cache_file.exists():
         try:
             with np.load(cache_file) as npz:
+                val = (npz["x_val"], npz["y_val"]) if "x_val" in npz.files else (None, None)
                 return Dataset(npz["x_train"], npz["y_train"], npz["x_test"], npz["y_test"],
-                               tuple(str(c) for c in npz["classes"]), str(path), fingerprint)
+                               tuple(str(c) for c in npz["classes"]), str(path), fingerprint,
+                               *val)
         except Exception:  # numpy and zipfile raise many types for a damaged file
             print(f"  {cache_file}: damaged cache entry, decoding {path} again", flush=True)
-    data = loader()
-    data = Dataset(data.x_train, data.y_train, data.x_test, data.y_test, data.classes,
-                   str(path), fingerprint)
+    data = replace(loader(), source=str(path), fingerprint=fingerprint)
     _write_cache(cache_file, data)
     return data
 
 
 def _write_cache(cache_file: Path, data: Dataset) -> None:
     """Best effort: a cache that cannot be written only costs the next run a decode."""
+    arrays = {"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test,
+              "y_test": data.y_test, "classes": np.array(data.classes)}
+    if data.x_val is not None:
+        arrays.update(x_val=data.x_val, y_val=data.y_val)
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
-                 y_test=data.y_test, classes=np.array(data.classes))
+        np.savez(tmp, **arrays)
         os.replace(tmp, cache_file)
     except OSError:
         pass
@@ -131,7 +158,7 @@ def _write_cache(cache_file: Path, data: Dataset) -> None:
 # --- CIFAR-10 python format ----------------------------------------------------------------
 
 
-def _load_keras_cifar10() -> Dataset:
+def _load_keras_cifar10(size: int) -> Dataset:
     """Keras's download and cache of the CIFAR-10 python archive (~/.keras/datasets)."""
     from edgefire.tfenv import keras
 
@@ -142,7 +169,7 @@ def _load_keras_cifar10() -> Dataset:
             f"could not download CIFAR-10 from {CIFAR10_URL} (no network?): pass a local copy "
             "with --data PATH (a cifar-10-python.tar.gz, its cifar-10-batches-py folder or an "
             f"image-folder root) [{type(exc).__name__}]") from None
-    return _cached(Path(folder), lambda: _load_cifar_folder(Path(folder)))
+    return _cached(Path(folder), size, lambda: _resized(_load_cifar_folder(Path(folder)), size))
 
 
 def _unpickle(raw: bytes, where: str) -> dict:
@@ -205,65 +232,165 @@ def _load_cifar_archive(archive: Path) -> Dataset:
 # --- image folders -------------------------------------------------------------------------
 
 
+def _visible(folder: Path) -> list[Path]:
+    """Entries of a folder, without hidden ones (dot-names: .DS_Store, .ipynb_checkpoints)
+    or Windows' Thumbs.db."""
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and p.name.lower() != "thumbs.db")
+
+
 def _class_folders(split: Path) -> list[str]:
     if not split.is_dir():
         raise EdgefireError(f"{split}: folder is missing (an image-folder root needs "
                             "train/<class>/* and test/<class>/*)")
-    classes = sorted(p.name for p in split.iterdir() if p.is_dir())
+    classes = [p.name for p in _visible(split) if p.is_dir()]
     if not classes:
         raise EdgefireError(f"{split}: folder is empty (expected one sub-folder per class)")
+    for name in classes:
+        if any(not ch.isprintable() for ch in name):
+            raise EdgefireError(f"{split / name!r}: class name has a newline or control "
+                                "character, so it cannot be one line of labels.txt: rename "
+                                "the folder")
     return classes
 
 
-def _read_image(file: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def read_image(file: Path, size: int) -> np.ndarray:
+    """An image file of any size and mode as size x size RGB uint8, the way an app sees it:
+    EXIF orientation applied, converted to RGB (16-bit scaled to 8), resized by the contract.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(file) as image:
-            image.load()
-            if image.size != IMAGE_SIZE:
-                raise EdgefireError(f"{file}: image is {image.size[0]}x{image.size[1]}, "
-                                    "expected 32x32 (resize your dataset first)")
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            image.seek(0)  # GIF, TIFF: the first frame
+            image = ImageOps.exif_transpose(image)
+            return resize(_rgb(image), size)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise EdgefireError(f"{file}: unreadable or corrupt image ({exc})") from None
 
 
-def _load_split(split: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _rgb(image) -> np.ndarray:
+    """RGB uint8 pixels from any Pillow mode (L, LA, P, RGBA, CMYK, I;16, I, F...)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        gray = np.clip(np.rint(pixels * 255.0 / top), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA").convert("RGB")  # transparent pixels keep their colour
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _image_files(folder: Path, skipped: dict) -> list[Path]:
+    """The image files of a class folder; other visible files are counted in `skipped`."""
+    files = []
+    for path in _visible(folder):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(path)
+        elif path.is_file():
+            skipped[path.suffix.lower() or "(no suffix)"] = \
+                skipped.get(path.suffix.lower() or "(no suffix)", 0) + 1
+    return files
+
+
+def _load_split(split: Path, classes: list[str], size: int, skipped: dict
+                ) -> tuple[np.ndarray, np.ndarray]:
     files, labels = [], []
     for index, name in enumerate(classes):
-        images = sorted(p for p in (split / name).iterdir()
-                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images = _image_files(split / name, skipped)
         if not images:
-            raise EdgefireError(f"{split / name}: class has no images (png, jpg or jpeg)")
+            raise EdgefireError(f"{split / name}: class has no images "
+                                f"({', '.join(sorted(s[1:] for s in IMAGE_SUFFIXES))})")
         files.extend(images)
         labels.extend([index] * len(images))
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        pixels = list(pool.map(_read_image, files))
-    return np.stack(pixels), np.asarray(labels, dtype=np.int64)
+    check_memory(len(files), size, split)
+    return decode_all(files, size, split.name), np.asarray(labels, dtype=np.int64)
 
 
-def _load_image_folder(root: Path) -> Dataset:
-    train_classes = _class_folders(root / "train")
-    test_classes = _class_folders(root / "test")
-    if train_classes != test_classes:
-        only_train = sorted(set(train_classes) - set(test_classes))
-        only_test = sorted(set(test_classes) - set(train_classes))
-        raise EdgefireError(f"{root}: class folders differ between train and test "
-                            f"(only in train: {only_train or '-'}; only in test: "
-                            f"{only_test or '-'})")
-    x_train, y_train = _load_split(root / "train", train_classes)
-    x_test, y_test = _load_split(root / "test", train_classes)
-    return Dataset(x_train, y_train, x_test, y_test, tuple(train_classes), str(root), "")
+def decode_all(files: list[Path], size: int, what: str) -> np.ndarray:
+    """Decode files in parallel into one preallocated array, with a progress bar and ETA."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
+
+    def decode(i: int) -> None:
+        out[i] = read_image(files[i], size)
+
+    columns = (f"  decoding {what}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    console = Console(stderr=True)
+    with Progress(*columns, transient=True, console=console,
+                  disable=not console.is_terminal) as progress, \
+            ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        task = progress.add_task(what, total=len(files))
+        for _ in pool.map(decode, range(len(files))):
+            progress.advance(task)
+    return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), if known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(images: int, size: int, where: Path) -> None:
+    """Refuse before decoding when the decoded arrays cannot fit in memory."""
+    need = images * size * size * 3
+    free = available_memory()
+    if free is not None and need > free:
+        raise EdgefireError(f"{where}: {images:,} images at {size}x{size} need "
+                            f"{need / 1e9:.1f} GB decoded, only {free / 1e9:.1f} GB of memory "
+                            "is available (use a smaller --image-size or fewer images)")
+
+
+def _load_image_folder(root: Path, size: int) -> Dataset:
+    classes = _class_folders(root / "train")
+    splits = ["test"] + (["val"] if (root / "val").is_dir() else [])
+    for name in splits:
+        other = _class_folders(root / name)
+        if other != classes:
+            only_train = sorted(set(classes) - set(other))
+            only_other = sorted(set(other) - set(classes))
+            raise EdgefireError(f"{root}: class folders differ between train and {name} "
+                                f"(only in train: {only_train or '-'}; only in {name}: "
+                                f"{only_other or '-'})")
+    if len(classes) < 2:
+        raise EdgefireError(f"{root / 'train'}: only one class ({classes[0]!r}); a classifier "
+                            "needs at least 2 class folders")
+    skipped: dict[str, int] = {}
+    x_train, y_train = _load_split(root / "train", classes, size, skipped)
+    counts = np.bincount(y_train, minlength=len(classes))
+    for name, count in zip(classes, counts, strict=True):
+        if count < 2:
+            raise EdgefireError(f"{root / 'train' / name}: class has {count} training image; "
+                                "at least 2 are needed (one may go to validation)")
+    x_test, y_test = _load_split(root / "test", classes, size, skipped)
+    x_val = y_val = None
+    if "val" in splits:
+        x_val, y_val = _load_split(root / "val", classes, size, skipped)
+    if skipped:
+        listed = ", ".join(f"{n} {suffix}" for suffix, n in sorted(skipped.items()))
+        print(f"  skipped {sum(skipped.values())} files that are not images ({listed})",
+              flush=True)
+    return Dataset(x_train, y_train, x_test, y_test, tuple(classes), str(root), "", x_val, y_val)
 
 
 # --- splits --------------------------------------------------------------------------------
 
 
-def balanced_pick(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of `count` items, as equal a share of every class as the classes allow."""
+def balanced_pick(labels: np.ndarray, count: int, rng: np.random.Generator,
+                  leave: int = 0) -> np.ndarray:
+    """Indices of `count` items, as equal a share of every class as the classes allow,
+    leaving at least `leave` items of every class unpicked."""
     classes = np.unique(labels)
     per_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    per_class = {c: v[:max(len(v) - leave, 0)] for c, v in per_class.items()}
     picked: list[int] = []
     rank = 0
     while len(picked) < count:
@@ -277,17 +404,37 @@ def balanced_pick(labels: np.ndarray, count: int, rng: np.random.Generator) -> n
 
 
 def split(data: Dataset, val_size: int, seed: int, limit: int | None = None) -> Splits:
-    """Carve a seeded, class-balanced validation split out of train; optionally limit train.
+    """The training, validation and test splits; optionally a class-balanced subset of train.
 
-    The validation split is at most a tenth of the training images, so tiny datasets keep
-    most of their images for training. The test split is returned untouched.
+    Validation is the source's val/ folder when it has one; otherwise a seeded,
+    class-balanced carve-out of train of at most a tenth of it (so tiny datasets keep most
+    images for training) that leaves every class at least one training image. The test
+    split is returned untouched.
     """
     rng = np.random.default_rng(seed)
-    n_val = max(min(val_size, len(data.y_train) // 10), len(data.classes))
-    val_indices = balanced_pick(data.y_train, n_val, rng)
+    if limit is not None and limit < len(data.classes):
+        raise EdgefireError(f"--limit {limit} is fewer than the {len(data.classes)} classes: "
+                            "every class needs at least one training image")
+    if data.x_val is not None:
+        val_indices = np.zeros(0, dtype=np.int64)
+        x_val, y_val = data.x_val, data.y_val
+    else:
+        n_val = max(min(val_size, len(data.y_train) // 10), len(data.classes))
+        val_indices = balanced_pick(data.y_train, n_val, rng, leave=1)
+        x_val, y_val = data.x_train[val_indices], data.y_train[val_indices]
     rest = np.setdiff1d(np.arange(len(data.y_train)), val_indices)
     if limit is not None and limit < len(rest):
         rest = rest[balanced_pick(data.y_train[rest], limit, rng)]
-    return Splits(data.x_train[rest], data.y_train[rest], data.x_train[val_indices],
-                  data.y_train[val_indices], data.x_test, data.y_test, rest, val_indices,
-                  data.classes)
+    return Splits(data.x_train[rest], data.y_train[rest], x_val, y_val, data.x_test,
+                  data.y_test, rest, val_indices, data.classes)
+
+
+def class_counts(splits: Splits) -> dict:
+    """Images per class in each split, by class name."""
+    def count(labels):
+        return {name: int(n) for name, n in
+                zip(splits.classes, np.bincount(labels, minlength=len(splits.classes)),
+                    strict=True)}
+
+    return {"train": count(splits.y_train), "val": count(splits.y_val),
+            "test": count(splits.y_test)}

@@ -20,10 +20,11 @@ from edgefire import artifacts, data, metadata, runtimes
 from edgefire import quantize as quantizing
 from edgefire import train as training
 from edgefire.config import ExportConfig, as_dict
+from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import quiet, tensorflow
 
-LABELS = "labels.txt"
+LABELS = metadata.LABELS_FILE
 ONNX_INPUT = "image"
 ONNX_OUTPUT = "scores"
 
@@ -87,10 +88,10 @@ def shorten_names(proto) -> None:
 
 
 class _Calibration:
-    """onnxruntime's CalibrationDataReader over uint8 images (fed as pixel / 255)."""
+    """onnxruntime's CalibrationDataReader over uint8 images (normalized by the contract)."""
 
-    def __init__(self, images: np.ndarray, batch: int = 50):
-        self.batches = iter([images[i:i + batch].astype(np.float32) / 255.0
+    def __init__(self, images: np.ndarray, contract: InputContract, batch: int = 50):
+        self.batches = iter([contract.normalize(images[i:i + batch])
                              for i in range(0, len(images), batch)])
 
     def get_next(self):
@@ -98,7 +99,8 @@ class _Calibration:
         return None if batch is None else {ONNX_INPUT: batch}
 
 
-def ort_int8_onnx(float_bytes: bytes, calibration: np.ndarray) -> bytes:
+def ort_int8_onnx(float_bytes: bytes, calibration: np.ndarray, contract: InputContract
+                  ) -> bytes:
     """Static QDQ quantization of the float ONNX model: S8S8, per-channel weights."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -107,7 +109,7 @@ def ort_int8_onnx(float_bytes: bytes, calibration: np.ndarray) -> bytes:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(float_bytes)
         with quiet():
-            quantize_static(str(src), str(dst), _Calibration(calibration),
+            quantize_static(str(src), str(dst), _Calibration(calibration, contract),
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, per_channel=True,
                             calibrate_method=CalibrationMethod.MinMax)
@@ -132,14 +134,15 @@ def tflite_int8_onnx(tflite_path: Path, opset: int) -> bytes:
     return proto.SerializeToString()
 
 
-def best_int8_onnx(candidates: dict[str, bytes], x_val: np.ndarray, y_val: np.ndarray):
+def best_int8_onnx(candidates: dict[str, bytes], x_val: np.ndarray, y_val: np.ndarray,
+                   contract: InputContract):
     """The candidate most accurate on the validation split, the smaller on a tie."""
     scores = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method, content in candidates.items():
             path = Path(tmp) / f"{method}.onnx"
             path.write_bytes(content)
-            predicted = runtimes.predict(runtimes.open_model(path), x_val)
+            predicted = runtimes.predict(runtimes.open_model(path, contract=contract), x_val)
             scores[method] = {"val_accuracy": float(np.mean(predicted == y_val)),
                               "bytes": len(content)}
     best = max(scores, key=lambda m: (scores[m]["val_accuracy"], -scores[m]["bytes"]))
@@ -168,23 +171,24 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
     model_path = quantizing.source_model(folder)
     quantized_path = artifacts.artifact_path(folder, quantized["artifact"], "export")
     model = training.load_model(model_path)
-    arch = train_meta["config"]["arch"]
+    arch, contract = train_meta["config"]["arch"], of_build(train_meta)
     made: dict[str, bytes] = {}  # the files this stage writes, by name
 
     if quantized["precision"] != "float32":
         tflite, sparse = quantizing.smallest_encoding(model, "none", "uint8", np.zeros(0),
-                                                      quantized["sparsity"])
-        made[f"{arch}_float32.tflite"] = metadata.attach(tflite, arch, train_meta["classes"])
+                                                      quantized["sparsity"], contract)
+        made[f"{arch}_float32.tflite"] = metadata.attach(tflite, arch, train_meta["classes"],
+                                                         contract)
     onnx_float = float_onnx(model, config.opset)
     made[f"{arch}_float32.onnx"] = onnx_float
     int8_choice = None
     if quantized["mode"] == "int8":
-        dataset = data.load(data_override or train_meta["config"]["data"])
+        dataset, splits = data.of_build(train_meta, data_override)
         calibration = dataset.x_train[np.asarray(quantized["calibration"]["indices"])]
         candidates = {"tf2onnx-from-int8-tflite": tflite_int8_onnx(quantized_path, config.opset),
-                      "onnxruntime-static-s8s8": ort_int8_onnx(onnx_float, calibration)}
-        splits = _validation(dataset, train_meta)
-        best, scores = best_int8_onnx(candidates, splits.x_val, splits.y_val)
+                      "onnxruntime-static-s8s8": ort_int8_onnx(onnx_float, calibration,
+                                                               contract)}
+        best, scores = best_int8_onnx(candidates, splits.x_val, splits.y_val, contract)
         int8_choice = {"chosen": best, "candidates": scores}
         made[f"{arch}_int8.onnx"] = candidates[best]
     deployables = {name: {"format": Path(name).suffix[1:], **io_names(name, content)}
@@ -196,14 +200,9 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
     with artifacts.output_set():
         for name, content in made.items():
             artifacts.write_bytes(folder / name, content)
-        artifacts.write_text(folder / LABELS, "".join(f"{c}\n" for c in train_meta["classes"]))
+        artifacts.write_text(folder / LABELS, metadata.labels_text(train_meta["classes"]))
         artifacts.write_json(folder / "export.json", result)
     outputs = [folder / name for name in [*made, LABELS, "export.json"]]
     artifacts.record_stage(folder, "export", outputs, [model_path, quantized_path],
                            as_dict(config), deployables)
     return result
-
-
-def _validation(dataset: data.Dataset, train_meta: dict) -> data.Splits:
-    config = train_meta["config"]
-    return data.split(dataset, config["val_size"], config["seed"], config["limit"])

@@ -16,6 +16,8 @@ import zipfile
 
 import flatbuffers
 
+from edgefire.contract import InputContract
+
 METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
 MIN_PARSER_VERSION = "1.0.0"
@@ -125,11 +127,17 @@ def with_metadata(tflite: bytes, metadata: bytes, files: dict[str, bytes]) -> by
     return out.getvalue()
 
 
-def attach(tflite: bytes, name: str, classes: list[str]) -> bytes:
+def labels_text(classes: list[str]) -> str:
+    """labels.txt: the class names in index order, one a line (UTF-8)."""
+    return "".join(f"{c}\n" for c in classes)
+
+
+def attach(tflite: bytes, name: str, classes: list[str], contract: InputContract) -> bytes:
     """The classifier's metadata and labels.txt, in the model as MediaPipe expects them.
 
-    Input normalization is edgefire's: model input = pixel / 255 (mean 0, std 255).
+    Input size and normalization are the build's input contract; MediaPipe takes one mean
+    and one std for all channels, which the contract's equal channels allow.
     """
-    labels = "".join(f"{c}\n" for c in classes).encode()
-    meta = classifier_metadata(name, [0.0], [255.0], LABELS_FILE, (32, 32))
-    return with_metadata(tflite, meta, {LABELS_FILE: labels})
+    meta = classifier_metadata(name, [contract.mean[0]], [contract.std[0]], LABELS_FILE,
+                               (contract.size, contract.size))
+    return with_metadata(tflite, meta, {LABELS_FILE: labels_text(classes).encode()})

@@ -1,21 +1,25 @@
-"""SqueezeNet for 32x32 images: the reference design and named variants (`--arch`).
+"""SqueezeNet for NxN images: the reference design and named variants (`--arch`).
 
-Every builder returns a functional tf_keras model whose input is pixel / 255 (0-1 floats)
-and whose output is softmax class scores. With `batch_norm=True` a builder adds batch
-normalization after every convolution, for training only: `fold_batch_norm` folds it into
-the convolutions, giving the deployable model with exactly the layers of `batch_norm=False`.
+Every builder returns a functional tf_keras model whose input is the input contract's
+normalized pixels (`contract.py`) and whose output is softmax class scores. The networks are
+fully convolutional: any supported size has the same parameters. With `batch_norm=True` a
+builder adds batch normalization after every convolution, for training only:
+`fold_batch_norm` folds it into the convolutions, giving the deployable model with exactly
+the layers of `batch_norm=False`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras
 
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.9  # Keras's 0.99 leaves the moving statistics stale after a short run
 DROPOUT = 0.5  # the reference's rate; inert at inference, so training may use another
+DEFAULT_SHAPE = InputContract().shape
 
 
 def _conv(x, filters: int, kernel: int, name: str, batch_norm: bool, strides: int = 1,
@@ -49,7 +53,7 @@ def _head(x, classes: int, batch_norm: bool, dropout: float):
     return layers.Softmax(name="softmax")(x)
 
 
-def squeezenet(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False,
+def squeezenet(input_shape=DEFAULT_SHAPE, classes: int = 10, batch_norm: bool = False,
                dropout: float = DROPOUT):
     """The reference SqueezeNet of MISSION.md: 122,986 parameters for 32x32x3 and 10 classes."""
     layers = keras().layers
@@ -63,8 +67,8 @@ def squeezenet(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = Fa
     return keras().Model(inputs, _head(x, classes, batch_norm, dropout), name="squeezenet")
 
 
-def squeezenet_bypass(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False,
-                      dropout: float = DROPOUT):
+def squeezenet_bypass(input_shape=DEFAULT_SHAPE, classes: int = 10,
+                      batch_norm: bool = False, dropout: float = DROPOUT):
     """The reference with the paper's simple bypass: identity adds around fire3 and fire5."""
     layers = keras().layers
     inputs = layers.Input(shape=input_shape, name="image")
@@ -78,7 +82,7 @@ def squeezenet_bypass(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bo
                          name="squeezenet_bypass")
 
 
-def squeezenet32(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False,
+def squeezenet32(input_shape=DEFAULT_SHAPE, classes: int = 10, batch_norm: bool = False,
                  dropout: float = DROPOUT):
     """Adapted to 32x32: stride-1 first conv, pooling after fire3, so fire2-3 see 16x16."""
     layers = keras().layers
@@ -100,7 +104,20 @@ ARCHITECTURES: dict[str, Callable] = {
 }
 
 
-def build(arch: str, input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False,
+# Input sizes each architecture supports: the smallest leaves a 1x1 map after the pools;
+# the largest is a guard against typos (memory grows with the square of the size).
+SIZES = {"squeezenet": (8, 512), "squeezenet_bypass": (8, 512), "squeezenet32": (8, 512)}
+
+
+def check_size(arch: str, size: int) -> None:
+    """An error naming the supported range when `arch` cannot take size x size images."""
+    low, high = SIZES[arch]
+    if not low <= size <= high:
+        raise EdgefireError(f"--image-size {size} is not supported by {arch} (from {low} to "
+                            f"{high})")
+
+
+def build(arch: str, input_shape=DEFAULT_SHAPE, classes: int = 10, batch_norm: bool = False,
           dropout: float = DROPOUT):
     """Build a named architecture; an unknown name is answered with the valid ones."""
     if arch not in ARCHITECTURES:

@@ -10,6 +10,7 @@ import numpy as np
 from edgefire import artifacts, data
 from edgefire import train as training
 from edgefire.config import PruneConfig, as_dict
+from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras, seed_everything
 
@@ -66,7 +67,7 @@ def pruned_layer_names(model, config: PruneConfig) -> list[str]:
 
 
 def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
-                train_config: dict):
+                train_config: dict, contract: InputContract):
     """Prune and fine-tune `model` with training's seed, label smoothing and dropout.
 
     Returns the stripped (plain Keras) model, with the reference's dropout rate, and its history.
@@ -83,7 +84,7 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
                                                         config.epochs * steps)
     training.compile_model(wrapped, schedule, train_config["label_smoothing"], config.optimizer)
     stage_config = {**as_dict(config), "seed": train_config["seed"]}
-    history, _ = training.fit_epochs(wrapped, splits, folder, "prune", stage_config,
+    history, _ = training.fit_epochs(wrapped, splits, folder, "prune", stage_config, contract,
                                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
     models.set_dropout(pruned, models.DROPOUT)
@@ -106,13 +107,12 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None) -> 
     unknown = sorted(set(config.keep_dense) - {layer.name for layer in model.layers})
     if unknown:
         raise EdgefireError(f"--keep-dense names layers the model does not have: {unknown}")
-    train_config = meta["config"]
-    splits = data.split(data.load(data_override or train_config["data"]),
-                        train_config["val_size"], train_config["seed"], train_config["limit"])
+    train_config, contract = meta["config"], of_build(meta)
+    _, splits = data.of_build(meta, data_override)
     check_input_shape(model, splits, trained_path)
-    before = training.accuracy(model, splits.x_val, splits.y_val)
-    pruned, history = prune_model(model, config, splits, folder, train_config)
-    after = training.accuracy(pruned, splits.x_val, splits.y_val)
+    before = training.accuracy(model, splits.x_val, splits.y_val, contract)
+    pruned, history = prune_model(model, config, splits, folder, train_config, contract)
+    after = training.accuracy(pruned, splits.x_val, splits.y_val, contract)
     names = pruned_layer_names(pruned, config)
     result = {"stage": "prune", "config": as_dict(config), "target_sparsity": config.sparsity,
               "sparsity": kernel_sparsity(pruned, names),

@@ -19,13 +19,11 @@ from edgefire import artifacts, data, metadata
 from edgefire import prune as pruning
 from edgefire import train as training
 from edgefire.config import IO_TYPES, QUANTIZE_MODES, QuantizeConfig, as_dict
+from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
 
 PRECISION = {"int8": "int8", "float16": "float16", "dynamic": "dynamic", "none": "float32"}
-# The input range pixel/255 spans exactly [0, 1]; anchoring both ends in the calibration set
-# makes the converter choose scale 1/255 and zero point 0 for the uint8 input.
-RAW_PIXEL_SCALE = 1.0 / 255.0
 
 
 def source_model(folder: Path) -> Path:
@@ -44,18 +42,21 @@ def calibration_indices(splits: data.Splits, count: int, seed: int) -> np.ndarra
     return splits.train_indices[picked]
 
 
-def representative_dataset(images: np.ndarray):
+def representative_dataset(images: np.ndarray, contract: InputContract):
+    """Calibration batches; the first image is given the two ends of the input range (pixels
+    0 and 255), so the converter makes the uint8 input exactly the raw pixels."""
     def generate():
         for i, image in enumerate(images):
-            x = image[None].astype(np.float32) / 255.0
             if i == 0:
-                x[0, 0, 0], x[0, 0, 1] = 0.0, 1.0  # the two ends of the input range
-            yield [x]
+                image = image.copy()
+                image[0, 0], image[0, 1] = 0, 255
+            yield [contract.normalize(image[None])]
 
     return generate
 
 
-def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool) -> bytes:
+def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool,
+            contract: InputContract) -> bytes:
     """TFLite flatbuffer bytes of `model` in `mode`; `sparse` asks for sparse weight encoding."""
     tf = tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -66,7 +67,7 @@ def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool) ->
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if mode == "int8":
-        converter.representative_dataset = representative_dataset(calibration)
+        converter.representative_dataset = representative_dataset(calibration, contract)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8 if io == "uint8" else tf.int8
         converter.inference_output_type = tf.uint8 if io == "uint8" else tf.int8
@@ -79,16 +80,16 @@ def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool) ->
 
 
 def smallest_encoding(model, mode: str, io: str, calibration: np.ndarray,
-                      sparsity: float) -> tuple[bytes, bool]:
+                      sparsity: float, contract: InputContract) -> tuple[bytes, bool]:
     """Dense bytes, or sparse-encoded ones when pruning left zeros and that is measurably smaller.
 
     Measured on the 50%-sparse int8 reference, sparse encoding made the file larger, so both
     are built and the smaller kept.
     """
-    dense = convert(model, mode, io, calibration, sparse=False)
+    dense = convert(model, mode, io, calibration, False, contract)
     if sparsity <= 0:
         return dense, False
-    sparse = convert(model, mode, io, calibration, sparse=True)
+    sparse = convert(model, mode, io, calibration, True, contract)
     return (sparse, True) if len(sparse) < len(dense) else (dense, False)
 
 
@@ -111,7 +112,8 @@ class KeepZeros:
 
 
 def quantization_aware(model, config: QuantizeConfig, splits: data.Splits, folder: Path,
-                       seed: int, label_smoothing: float, pruned: bool):
+                       seed: int, label_smoothing: float, pruned: bool,
+                       contract: InputContract):
     """Fine-tune with fake quantization; returns the QAT model ready for the converter."""
     import tensorflow_model_optimization as tfmot
 
@@ -129,7 +131,8 @@ def quantization_aware(model, config: QuantizeConfig, splits: data.Splits, folde
     training.compile_model(qat, schedule, label_smoothing)
     callbacks = [KeepZeros(qat).callback()] if pruned else []
     stage_config = {**as_dict(config), "epochs": config.qat_epochs, "seed": seed}
-    history, _ = training.fit_epochs(qat, splits, folder, "qat", stage_config, callbacks)
+    history, _ = training.fit_epochs(qat, splits, folder, "qat", stage_config, contract,
+                                     callbacks)
     return qat, history
 
 
@@ -174,11 +177,9 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
     check_config(config)
     model_path = source_model(folder)
     meta = artifacts.read_json(folder / "train.json", "training metadata")
-    train_config = meta["config"]
+    train_config, contract = meta["config"], of_build(meta)
     model = training.load_model(model_path)
-    dataset = data.load(data_override or train_config["data"])
-    splits = data.split(dataset, train_config["val_size"], train_config["seed"],
-                        train_config["limit"])
+    dataset, splits = data.of_build(meta, data_override)
     pruning.check_input_shape(model, splits, model_path)
     sparsity = pruning.kernel_sparsity(model)["overall"]
     indices = calibration_indices(splits, config.calibration_samples, train_config["seed"])
@@ -186,12 +187,12 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
     if config.qat:
         model, history = quantization_aware(model, config, splits, folder, train_config["seed"],
                                             train_config["label_smoothing"],
-                                            pruned=sparsity > 0.01)
+                                            sparsity > 0.01, contract)
     tflite, sparse = smallest_encoding(model, config.mode, config.io, dataset.x_train[indices],
-                                       sparsity)
-    tflite = metadata.attach(tflite, train_config["arch"], meta["classes"])
+                                       sparsity, contract)
+    tflite = metadata.attach(tflite, train_config["arch"], meta["classes"], contract)
     details = tensor_details(tflite)
-    check_raw_pixel_input(details, config)
+    check_raw_pixel_input(details, config, contract)
     out = folder / output_name(train_config["arch"], config.mode)
     result = {"stage": "quantize", "config": as_dict(config), "source": model_path.name,
               "mode": config.mode, "precision": PRECISION[config.mode], "artifact": out.name,
@@ -221,13 +222,15 @@ def qat_sparsity(qat_model) -> dict:
     return {"layers": per_layer, "overall": zeros / total if total else 0.0}
 
 
-def check_raw_pixel_input(details: dict, config: QuantizeConfig) -> None:
-    """An int8 model must take raw pixels: scale 1/255 and zero point 0 (uint8) or -128 (int8)."""
+def check_raw_pixel_input(details: dict, config: QuantizeConfig, contract: InputContract
+                          ) -> None:
+    """An int8 model must take raw pixels: the scale of one pixel step (1/255 for std 255) and
+    zero point 0 (uint8) or -128 (int8)."""
     if config.mode != "int8":
         return
     tensor = details["input"]
     want_zero = 0 if config.io == "uint8" else -128
-    if not (math.isclose(tensor["scale"], RAW_PIXEL_SCALE, rel_tol=1e-4)
+    if not (math.isclose(tensor["scale"], 1.0 / contract.std[0], rel_tol=1e-4)
             and tensor["zero_point"] == want_zero):
         raise EdgefireError(f"int8 input quantization is scale {tensor['scale']:.6g}, zero "
                             f"point {tensor['zero_point']}; expected raw pixels (scale 1/255, "

@@ -7,7 +7,8 @@ from pathlib import Path
 from edgefire import artifacts
 
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
-OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_PNG)
+CONFUSION_PNG = "confusion.png"
+OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_PNG, CONFUSION_PNG)
 FAILED = " ✗"
 
 
@@ -49,6 +50,35 @@ def table(result: dict) -> list[str]:
     return lines
 
 
+def focus(result: dict) -> dict:
+    """The artifact the per-class sections show: the first gated file, else the reference."""
+    gated = [g["artifact"] for g in result["gates"]]
+    by_name = {row["name"]: row for row in result["artifacts"]}
+    return by_name[gated[0]] if gated else by_name[result["reference"]]
+
+
+def class_table(result: dict) -> list[str]:
+    """Per-class top-1 of every artifact (rows: classes), with each class's test images."""
+    rows = result["artifacts"]
+    counts = [sum(line) for line in focus(result)["confusion"]]
+    lines = ["| class | test images | " + " | ".join(r["name"] for r in rows) + " |",
+             "|---|---:|" + "---:|" * len(rows)]
+    for i, name in enumerate(result["classes"]):
+        cells = ["-" if r["class_accuracy"][i] is None else f"{r['class_accuracy'][i]:.2%}"
+                 for r in rows]
+        lines.append(f"| {name} | {counts[i]:,} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def confusion_table(row: dict, classes: list[str]) -> list[str]:
+    """The confusion matrix as markdown: rows are true classes, columns predicted ones."""
+    lines = ["| true \\ predicted | " + " | ".join(classes) + " |",
+             "|---|" + "---:|" * len(classes)]
+    lines += [f"| {name} | " + " | ".join(str(n) for n in counts) + " |"
+              for name, counts in zip(classes, row["confusion"], strict=True)]
+    return lines
+
+
 def markdown(result: dict) -> str:
     data = result["dataset"]
     gates = [f"- {'passed' if g['passed'] else 'FAILED'}: {g['name']} = {g['value']:,} "
@@ -59,7 +89,43 @@ def markdown(result: dict) -> str:
              "Accuracy is top-1 measured by running each file in its own runtime (Keras, "
              "LiteRT interpreter, onnxruntime); latency is batch 1 on one thread.", "",
              *table(result), "", "Gates:", *gates, ""]
+    if "classes" in result:
+        shown = focus(result)
+        lines += ["## Per-class top-1", "", *class_table(result), "",
+                  f"## Confusion matrix of {shown['name']}", "",
+                  *confusion_table(shown, result["classes"]), "",
+                  f"The same as a chart: {CONFUSION_PNG}.", ""]
     return "\n".join(lines)
+
+
+def confusion_chart(result: dict, path: Path) -> None:
+    """The focus artifact's confusion matrix, row-normalized, with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shown, classes = focus(result), result["classes"]
+    counts = np.asarray(shown["confusion"], dtype=float)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = max(4.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    if len(classes) <= 20:
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(j, i, f"{int(n)}", ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{shown['name']}: top-1 {shown['accuracy']:.2%}")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    with artifacts.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
 
 
 def chart(result: dict, path: Path) -> None:
@@ -98,6 +164,7 @@ def write(folder: Path, result: dict) -> None:
     artifacts.write_json(folder / REPORT_JSON, result)
     artifacts.write_text(folder / REPORT_MD, markdown(result))
     chart(result, folder / REPORT_PNG)
+    confusion_chart(result, folder / CONFUSION_PNG)
 
 
 def load(folder: Path) -> dict:

@@ -18,32 +18,31 @@ import numpy as np
 
 from edgefire import artifacts, data
 from edgefire.config import TrainConfig, as_dict
+from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras, seed_everything, tensorflow
 
 MODEL = "trained.h5"
 
 
-def normalize(images):
-    """Model input from uint8 pixels: pixel / 255 (report.json's mean 0, std 255)."""
+def augment(images, seed, size: int):
+    """Random crop with size/8 pixels of zero padding (4 at 32x32) and horizontal flip, one
+    draw per image."""
     tf = tensorflow()
-    return tf.cast(images, tf.float32) / 255.0
-
-
-def augment(images, seed):
-    """Random crop with 4-pixel zero padding and horizontal flip, one draw per image."""
-    tf = tensorflow()
+    pad = max(1, size // 8)
     n = tf.shape(images)[0]
     flip = tf.random.stateless_uniform([n, 1, 1, 1], seed) < 0.5
     images = tf.where(flip, tf.reverse(images, axis=[2]), images)
-    offsets = tf.random.stateless_uniform([n, 2], seed + 1, 0, 9, dtype=tf.int32)
-    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]])
-    offsets = tf.cast(offsets, tf.float32) / 39.0
-    boxes = tf.concat([offsets, offsets + 31.0 / 39.0], axis=1)
-    return tf.image.crop_and_resize(padded, boxes, tf.range(n), [32, 32], method="nearest")
+    offsets = tf.random.stateless_uniform([n, 2], seed + 1, 0, 2 * pad + 1, dtype=tf.int32)
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    span = size + 2 * pad - 1
+    offsets = tf.cast(offsets, tf.float32) / span
+    boxes = tf.concat([offsets, offsets + (size - 1) / span], axis=1)
+    return tf.image.crop_and_resize(padded, boxes, tf.range(n), [size, size], method="nearest")
 
 
-def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augmented: bool):
+def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augmented: bool,
+                     contract: InputContract):
     """Endless batches, epoch after epoch from `first_epoch`: each a (seed, epoch) permutation,
     augmented in the graph, prefetched.
 
@@ -59,10 +58,10 @@ def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augment
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
 
         def load(i, index):
-            batch = normalize(tf.gather(images, index))
+            batch = contract.normalize_tf(tf.gather(images, index))
             if augmented:
                 batch = augment(batch, tf.stack([tf.constant(seed * 100_003, tf.int64) + epoch,
-                                                 i * 2]))
+                                                 i * 2]), contract.size)
             return batch, tf.gather(labels, index)
 
         return batches.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -71,10 +70,10 @@ def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augment
     return epochs.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(x, y, batch_size: int = 500):
+def eval_dataset(x, y, contract: InputContract, batch_size: int = 500):
     tf = tensorflow()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    return ds.map(lambda xb, yb: (normalize(xb), yb)).prefetch(tf.data.AUTOTUNE)
+    return ds.map(lambda xb, yb: (contract.normalize_tf(xb), yb)).prefetch(tf.data.AUTOTUNE)
 
 
 def warmup_cosine_schedule():
@@ -209,7 +208,8 @@ def remove_checkpoint(folder: Path, stage: str) -> None:
 
 
 def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dict,
-               callbacks=(), augmented: bool = True) -> tuple[dict, int]:
+               contract: InputContract, callbacks=(), augmented: bool = True
+               ) -> tuple[dict, int]:
     """Fit from the last checkpoint of `stage`, checkpointing each epoch.
 
     `config` is the stage's resolved config (with epochs, batch_size and seed); a checkpoint
@@ -224,9 +224,10 @@ def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dic
     # The optimizer's moments are not in the weight checkpoint; the learning-rate schedule
     # continues exactly where it stopped, and the moments re-estimate within a few steps.
     model.optimizer.iterations.assign(done * steps)
-    ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done, augmented)
+    ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done, augmented,
+                          contract)
     model.fit(ds, epochs=epochs, initial_epoch=done, steps_per_epoch=steps, verbose=0,
-              validation_data=eval_dataset(splits.x_val, splits.y_val),
+              validation_data=eval_dataset(splits.x_val, splits.y_val, contract),
               callbacks=[EpochProgress(epochs, steps).callback(), stop_on_divergence(stage),
                          checkpoint_callback(folder, stage, config, model, history), *callbacks])
     return history, epochs - done
@@ -275,7 +276,7 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
     schedule = warmup_cosine_schedule()(config.learning_rate, warmup, total)
     compile_model(model, schedule, config.label_smoothing, config.optimizer)
     history, epochs_run = fit_epochs(model, splits, folder, "train", as_dict(config),
-                                     augmented=config.augment)
+                                     config.contract, augmented=config.augment)
     return _deployable(model, config), history, epochs_run
 
 
@@ -283,7 +284,7 @@ def build_training_model(config: TrainConfig, splits: data.Splits):
     """The model the recipe trains: the architecture (with batch norm if set) plus L2 decay."""
     from edgefire import models
 
-    model = models.build(config.arch, splits.x_train.shape[1:], len(splits.classes),
+    model = models.build(config.arch, config.contract.shape, len(splits.classes),
                          batch_norm=config.batch_norm, dropout=config.dropout)
     add_weight_decay(model, config.weight_decay)
     return model
@@ -299,9 +300,10 @@ def _deployable(model, config: TrainConfig):
     return deploy
 
 
-def accuracy(model, x, y) -> float:
+def accuracy(model, x, y, contract: InputContract) -> float:
     """Top-1 accuracy of a Keras model on uint8 images."""
-    probs = model.predict(eval_dataset(x, np.zeros(len(x))).map(lambda a, _: a), verbose=0)
+    probs = model.predict(eval_dataset(x, np.zeros(len(x)), contract).map(lambda a, _: a),
+                          verbose=0)
     return float(np.mean(np.argmax(probs, axis=1) == y))
 
 
@@ -343,19 +345,20 @@ def run(config: TrainConfig, folder: Path) -> dict:
     if config.epochs < 1:
         raise EdgefireError(f"--epochs must be at least 1 (got {config.epochs})")
     artifacts.ensure_folder(folder)
-    dataset = data.load(config.data)
+    dataset = data.load(config.data, config.image_size)
     splits = data.split(dataset, config.val_size, config.seed, config.limit)
     start = time.perf_counter()
     model, history, epochs_run = train_model(config, splits, folder)
     wall = time.perf_counter() - start
-    val_accuracy = accuracy(model, splits.x_val, splits.y_val)
+    val_accuracy = accuracy(model, splits.x_val, splits.y_val, config.contract)
     meta = {
         "stage": "train", "config": as_dict(config), "seed": config.seed,
         "data": {"source": config.data, "fingerprint": dataset.fingerprint,
                  "train_images": int(len(splits.y_train)),
                  "val_images": int(len(splits.y_val)),
                  "test_images": int(len(dataset.y_test))},
-        "classes": list(dataset.classes), "input_shape": list(dataset.x_train.shape[1:]),
+        "classes": list(dataset.classes), "input_shape": list(config.contract.shape),
+        "input": config.contract.to_json(), "class_counts": data.class_counts(splits),
         "epochs": config.epochs, "epochs_run": epochs_run, "wall_seconds": round(wall, 1),
         "images_per_second": round(len(splits.y_train) * epochs_run / wall, 1),
         "val_accuracy": val_accuracy, "parameters": int(model.count_params()),

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgefire import __version__, artifacts, data, report, runtimes
 from edgefire.config import VerifyConfig, as_dict
+from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, GateFailed
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
@@ -66,9 +67,9 @@ def tflite_kernel_zeros(interpreter) -> tuple[int, int]:
     return zeros, total
 
 
-def time_latency(path: Path, images: np.ndarray, runs: int) -> float:
+def time_latency(path: Path, images: np.ndarray, runs: int, contract: InputContract) -> float:
     """Mean milliseconds per image at batch 1 on one thread (after a few warm-up runs)."""
-    runner = runtimes.open_model(path, threads=1)
+    runner = runtimes.open_model(path, threads=1, contract=contract)
     for image in images[:5]:
         runner.run(image[None])
     start = time.perf_counter()
@@ -88,9 +89,10 @@ def time_throughput(runner, images: np.ndarray, batch: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def measure(path: Path, x_test: np.ndarray, y_test: np.ndarray, config: VerifyConfig) -> dict:
+def measure(path: Path, x_test: np.ndarray, y_test: np.ndarray, config: VerifyConfig,
+            contract: InputContract, classes: int) -> dict:
     """Everything verify reports about one artifact, except its comparison with the reference."""
-    runner = runtimes.open_model(path)
+    runner = runtimes.open_model(path, contract=contract)
     predicted = runtimes.predict(runner, x_test)
     raw = path.read_bytes()
     return {
@@ -99,9 +101,20 @@ def measure(path: Path, x_test: np.ndarray, y_test: np.ndarray, config: VerifyCo
         "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0)),
         "sha256": artifacts.sha256(path), "under_target": len(raw) <= config.max_bytes,
         "accuracy": float(np.mean(predicted == y_test)),
-        "latency_ms": round(time_latency(path, x_test, config.latency_runs), 4),
+        "latency_ms": round(time_latency(path, x_test, config.latency_runs, contract), 4),
         "throughput_ips": round(time_throughput(runner, x_test, config.throughput_batch), 1),
-        "sparsity": weight_sparsity(path, runner), "_predicted": predicted}
+        "sparsity": weight_sparsity(path, runner), **per_class(predicted, y_test, classes),
+        "_predicted": predicted}
+
+
+def per_class(predicted: np.ndarray, labels: np.ndarray, classes: int) -> dict:
+    """Top-1 accuracy of each class and the confusion matrix (row: true, column: predicted)."""
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    totals = confusion.sum(axis=1)
+    accuracy = [float(confusion[i, i] / totals[i]) if totals[i] else None
+                for i in range(classes)]
+    return {"class_accuracy": accuracy, "confusion": confusion.tolist()}
 
 
 def gates(rows: list[dict], gated: set[str], config: VerifyConfig) -> list[dict]:
@@ -151,11 +164,13 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
     reference, names, gated = artifacts_to_verify(folder)
     train_meta = artifacts.read_json(folder / "train.json", "training metadata")
     source = data_override or train_meta["config"]["data"]
-    dataset = data.load(source)
+    contract = of_build(train_meta)
+    dataset = data.load(source, contract.size)
     if tuple(dataset.classes) != tuple(train_meta["classes"]):
         raise EdgefireError(f"{source}: classes {list(dataset.classes)} differ from the "
                             f"model's {train_meta['classes']}")
-    rows = [measure(folder / name, dataset.x_test, dataset.y_test, config) for name in names]
+    rows = [measure(folder / name, dataset.x_test, dataset.y_test, config, contract,
+                    len(dataset.classes)) for name in names]
     ref = rows[0]
     for row in rows:
         row["accuracy_drop"] = round((ref["accuracy"] - row["accuracy"]) * 100, 2)
@@ -167,8 +182,8 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "edgefire_version": __version__,
         "dataset": {"source": source, "name": Path(source).name or source,
                     "test_images": int(len(dataset.y_test))},
-        "input": {"layout": "NHWC", "color": "RGB", "size": list(dataset.x_test.shape[1:3]),
-                  "normalize": {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}},
+        "input": contract.to_json(),
+        "classes": list(train_meta["classes"]),
         "target_bytes": config.max_bytes, "reference": reference,
         "gates": gates(rows, gated, config), "artifacts": rows}
     result["passed"] = all(g["passed"] for g in result["gates"])

@@ -134,12 +134,6 @@ def test_corrupt_image_is_named(image_folder, tmp_path):
     _train_fails(root, "0250.png", "corrupt")
 
 
-def test_wrong_size_image_is_named_with_its_size(image_folder, tmp_path):
-    root = _broken_copy(image_folder, tmp_path)
-    Image.new("RGB", (40, 30)).save(root / "test" / "horse" / "big.png")
-    _train_fails(root, "big.png", "40x30")
-
-
 def test_truncated_archive(cifar_archive, tmp_path):
     broken = tmp_path / "cifar-10-python.tar.gz"
     broken.write_bytes(cifar_archive.read_bytes()[:5000])

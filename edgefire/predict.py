@@ -1,0 +1,88 @@
+"""`edgefire predict`: classify image files or folders of any size with a built model.
+
+The default model is the build's quantized TFLite; `.onnx` and Keras files work too. Images
+are prepared by the build's input contract (decoded, upright, RGB, resized as MediaPipe
+does), so the answer is the one an app gets; class names come from `labels.txt` or from the
+labels packed in the TFLite file.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edgefire import artifacts, data, metadata, runtimes
+from edgefire.contract import InputContract, of_build
+from edgefire.errors import EdgefireError
+
+
+def default_model(folder: Path) -> Path:
+    """The quantized TFLite recorded by the build in `folder`."""
+    quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
+    return artifacts.artifact_path(folder, quantized["artifact"], "predict")
+
+
+def labels_of(model: Path, folder: Path) -> list[str]:
+    """Class names: labels.txt beside the model or in the artifacts folder, else the file
+    packed in a TFLite model's metadata."""
+    for candidate in (model.parent / metadata.LABELS_FILE, folder / metadata.LABELS_FILE):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8").splitlines()
+    if model.suffix == ".tflite" and zipfile.is_zipfile(model):
+        with zipfile.ZipFile(model) as packed:
+            if metadata.LABELS_FILE in packed.namelist():
+                return packed.read(metadata.LABELS_FILE).decode("utf-8").splitlines()
+    raise EdgefireError(f"{model}: no class names (no {metadata.LABELS_FILE} beside it or in "
+                        "its metadata)")
+
+
+def contract_of(model: Path, folder: Path, runner) -> InputContract:
+    """The build's contract when its train.json is at hand, else the model's own input size."""
+    train = folder / "train.json"
+    if train.is_file():
+        return of_build(artifacts.read_json(train, "training metadata"))
+    return InputContract(size=runner.input_size)
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """The files given, and the image files in the folders given (recursively, hidden skipped)."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise EdgefireError(f"{path}: no such file or folder")
+        if path.is_file():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.rglob("*") if p.is_file()
+                       and p.suffix.lower() in data.IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        if not found:
+            raise EdgefireError(f"{path}: folder has no images")
+        files.extend(found)
+    return files
+
+
+def run(paths: list[Path], folder: Path, model: Path | None = None, top: int = 1,
+        batch: int = 64) -> list[dict]:
+    """Top-`top` labels and scores of every image: [{"file", "top": [{"label", "score"}]}]."""
+    model = model or default_model(folder)
+    runner = runtimes.open_model(model)
+    contract = contract_of(model, folder, runner)
+    runner.contract = contract
+    labels = labels_of(model, folder)
+    files = image_files(paths)
+    results = []
+    for start in range(0, len(files), batch):
+        chunk = files[start:start + batch]
+        scores = runner.run(np.stack([data.read_image(f, contract.size) for f in chunk]))
+        if scores.shape[1] != len(labels):
+            raise EdgefireError(f"{model}: gives {scores.shape[1]} scores but there are "
+                                f"{len(labels)} labels")
+        for file, row in zip(chunk, scores, strict=True):
+            best = np.argsort(-row, kind="stable")[:top]
+            results.append({"file": str(file),
+                            "top": [{"label": labels[i], "score": round(float(row[i]), 6)}
+                                    for i in best]})
+    return results
