@@ -13,7 +13,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from edgefire import data, runtimes
+from edgefire import contract, data, runtimes
 from edgefire.cli import app
 from tests.conftest import BUILD
 
@@ -59,10 +59,11 @@ def test_report_json_follows_the_contract(built):
     assert report["dataset"]["test_images"] == 200
     assert report["input"] == {"layout": "NHWC", "color": "RGB", "size": [32, 32],
                                "normalize": {"mean": [0.0, 0.0, 0.0],
-                                             "std": [255.0, 255.0, 255.0]}}
+                                             "std": [255.0, 255.0, 255.0]},
+                               "resize": contract.RESIZE}
     keys = {"name", "path", "format", "precision", "bytes", "gzip_bytes", "sha256",
             "under_target", "accuracy", "accuracy_drop", "agreement", "latency_ms",
-            "throughput_ips", "sparsity"}
+            "throughput_ips", "sparsity", "class_accuracy", "confusion"}
     names = [a["name"] for a in report["artifacts"]]
     assert names == [report["reference"], *DEPLOYABLES]
     for artifact in report["artifacts"]:
