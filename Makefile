@@ -15,7 +15,7 @@ VARIANTS_DIR := $(ARTIFACTS)/variants
 MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
-.PHONY: install test train all ablation bench-train clean
+.PHONY: install test train all ablation bench-train bench-data clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,9 @@ ablation: install
 
 bench-train: install
 	$(BIN)/python -m edgefire.bench --data $(DATA) --out $(ARTIFACTS)/bench-train.json
+
+bench-data: install
+	$(BIN)/python -m edgefire.bench_decode --data $(DATA) --out $(ARTIFACTS)/bench-data.json
 
 clean:
 	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info

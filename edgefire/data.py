@@ -80,8 +80,15 @@ def _resized(dataset: Dataset, size: int) -> Dataset:
     """A 32x32 CIFAR-10 source at the build's size (the contract's resize)."""
     if size == dataset.x_train.shape[1]:
         return dataset
-    return replace(dataset, x_train=np.stack([resize(x, size) for x in dataset.x_train]),
-                   x_test=np.stack([resize(x, size) for x in dataset.x_test]))
+    return replace(dataset, x_train=_resize_all(dataset.x_train, size),
+                   x_test=_resize_all(dataset.x_test, size))
+
+
+def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)  # one copy, filled in place
+    for i, image in enumerate(images):
+        out[i] = resize(image, size)
+    return out
 
 
 def _load_path(path: Path, size: int) -> Dataset:

@@ -22,6 +22,20 @@ if inputs[0].endswith(".npy"):
               for pixels in np.load(inputs[0])]
 else:
     images = [mp.Image.create_from_file(path) for path in inputs]
+
+
+def rgb(image):
+    """A grayscale file as RGB: the ImageClassifier hands a GRAY8 image to the model as one
+    channel and fails on a 3-channel input, so apps convert gray to RGB first."""
+    if image.image_format in (mp.ImageFormat.SRGB, mp.ImageFormat.SRGBA):
+        return image
+    pixels = image.numpy_view()
+    gray = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)[:, :, :1]
+    return mp.Image(image_format=mp.ImageFormat.SRGB,
+                    data=np.ascontiguousarray(np.repeat(gray, 3, axis=2)))
+
+
+images = [rgb(image) for image in images]
 options = vision.ImageClassifierOptions(base_options=tasks.BaseOptions(model_asset_path=model),
                                         max_results=1)
 answers = []
