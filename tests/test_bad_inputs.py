@@ -88,7 +88,7 @@ CASES = [
     ("learning rate inf", _no_setup, "train --learning-rate inf", 2, "finite number (got inf)"),
     ("dropout 1", _no_setup, "train --dropout 1", 2, "--dropout must be >= 0 and < 1"),
     ("negative seed", _no_setup, "train --seed -1", 2, "--seed must be >= 0"),
-    ("limit 5", _no_setup, "train --limit 5", 2, "--limit must be >= 10"),
+    ("limit 1", _no_setup, "train --limit 1", 2, "--limit must be >= 2"),
     ("unknown arch", _no_setup, "train --arch squeezenet33", 2, "did you mean 'squeezenet32'"),
     ("unknown optimizer", _no_setup, "train --optimizer adamw", 2, "did you mean 'adam'"),
     ("unknown option", _no_setup, "train --nope", 2, "No such option: --nope"),

@@ -62,15 +62,19 @@ def test_killed_training_resumes_from_its_last_epoch(image_folder, tmp_path):
     assert result.output.count("epoch ") == 4 - done + 1  # only the missing epochs ran
 
 
-def test_interrupt_exits_130_and_keeps_the_checkpoint(image_folder, tmp_path):
+@pytest.mark.parametrize("sent, code, message", [
+    (signal.SIGINT, 130, "edgefire: interrupted; finished artifacts are intact"),
+    (signal.SIGTERM, 143, "edgefire: terminated (SIGTERM); finished artifacts are intact")])
+def test_a_signal_exits_with_its_code_and_one_line_and_keeps_the_checkpoint(
+        sent, code, message, image_folder, tmp_path):
     folder = tmp_path / "a"
     process = start("train", "--data", str(image_folder), "--artifacts", str(folder),
-                    "--epochs", "6", "--batch-size", "32")
+                    "--epochs", "40", "--batch-size", "32")  # far from done when signalled
     wait_for_epochs(folder, "train", 1, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert process.returncode == code, stderr
+    assert stderr.strip() == message
     assert json.loads((folder / "train_checkpoint.json").read_text())["epochs_done"] >= 1
 
 

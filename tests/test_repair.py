@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -133,16 +132,22 @@ def test_a_damaged_cache_entry_is_decoded_again(damage, image_folder, tmp_path, 
     assert data.load(str(image_folder)).x_test.shape == first.x_test.shape  # healed
 
 
+def killed_training(image_folder: Path, folder: Path, epochs: int) -> list[str]:
+    """Start a 4-epoch training, kill it after `epochs` epochs; the command to run it again."""
+    args = ["train", "--data", str(image_folder), "--artifacts", str(folder), "--epochs", "4",
+            "--batch-size", "32"]
+    process = start(*args)
+    wait_for_epochs(folder, "train", epochs, process)
+    process.kill()
+    process.wait()
+    return args
+
+
 @pytest.mark.parametrize("damage", ["state garbage", "weights truncated"])
 def test_a_damaged_checkpoint_is_discarded_and_training_starts_over(damage, image_folder,
                                                                      tmp_path):
     folder = tmp_path / "a"
-    args = ["train", "--data", str(image_folder), "--artifacts", str(folder), "--epochs", "4",
-            "--batch-size", "32"]
-    process = start(*args)
-    wait_for_epochs(folder, "train", 1, process)
-    process.kill()
-    process.wait()
+    args = killed_training(image_folder, folder, 1)
     if damage == "state garbage":
         (folder / "train_checkpoint.json").write_text("{garbage")
     else:
@@ -156,12 +161,7 @@ def test_a_damaged_checkpoint_is_discarded_and_training_starts_over(damage, imag
 
 def test_resumed_training_reports_the_speed_of_the_epochs_it_ran(image_folder, tmp_path):
     folder = tmp_path / "a"
-    args = ["train", "--data", str(image_folder), "--artifacts", str(folder), "--epochs", "4",
-            "--batch-size", "32"]
-    process = start(*args)
-    wait_for_epochs(folder, "train", 2, process)
-    process.kill()
-    process.wait()
+    args = killed_training(image_folder, folder, 2)
     done = json.loads((folder / "train_checkpoint.json").read_text())["epochs_done"]
     assert invoke(*args).exit_code == 0
     meta = json.loads((folder / "train.json").read_text())
@@ -185,17 +185,6 @@ def test_relative_data_is_stored_resolved(image_folder, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads((folder / "train.json").read_text())["config"]["data"] == \
         str(image_folder.resolve())
-
-
-def test_sigterm_ends_with_143_and_one_line(image_folder, tmp_path):
-    folder = tmp_path / "a"
-    process = start("train", "--data", str(image_folder), "--artifacts", str(folder),
-                    "--epochs", "6", "--batch-size", "32")
-    wait_for_epochs(folder, "train", 1, process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr
-    assert stderr.strip() == "edgefire: terminated (SIGTERM); finished artifacts are intact"
 
 
 def test_tensorflow_start_up_noise_is_silenced_and_verbose_brings_it_back(built, copy_of):

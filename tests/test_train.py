@@ -67,10 +67,11 @@ def test_folding_batch_norm_gives_the_plain_model_with_the_same_outputs(arch):
 
 
 def _batches(first_epoch, count, seed=0):
+    from edgefire.contract import InputContract
     from edgefire.train import training_dataset
 
     x = np.arange(20 * 32 * 32 * 3, dtype=np.uint8).reshape(20, 32, 32, 3)
-    ds = training_dataset(x, np.arange(20), 8, seed, first_epoch, augmented=True)
+    ds = training_dataset(x, np.arange(20), 8, seed, first_epoch, True, InputContract())
     return [(images.numpy(), labels.numpy()) for images, labels in ds.take(count)]
 
 
