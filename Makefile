@@ -15,7 +15,7 @@ VARIANTS_DIR := $(ARTIFACTS)/variants
 MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
-.PHONY: install test train all ablation bench-train bench-data clean
+.PHONY: install test test-fast train all ablation bench-train bench-data clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ $(MEDIAPIPE_VENV)/.installed:
 test: install $(MEDIAPIPE_VENV)/.installed
 	$(BIN)/ruff check edgefire tests
 	$(BIN)/pytest -q
+
+# everything but the end-to-end builds (tests marked slow): a few minutes
+test-fast: install
+	$(BIN)/ruff check edgefire tests
+	$(BIN)/pytest -q -m "not slow"
 
 train: install
 	$(BIN)/edgefire train --data $(DATA) $(EPOCHS_ARG) --artifacts $(ARTIFACTS) $(EDGEFIRE_ARGS)

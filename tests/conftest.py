@@ -18,6 +18,16 @@ TINY_TRAIN = ["--epochs", "3", "--batch-size", "32", "--seed", "1", "--learning-
 BUILD = ["build", "--quantize", "int8", *TINY_TRAIN, "--prune-epochs", "1"]
 
 
+END_TO_END = {"built", "built64"}  # fixtures that run a whole build
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that need a whole build, or run builds themselves, are `slow`."""
+    for item in items:
+        if END_TO_END & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Decoded-array caches go to a temporary folder, never the user's ~/.cache."""

@@ -40,12 +40,16 @@ def test_cifar_folder_and_archive_give_the_same_arrays(cifar_folder, cifar_archi
     assert np.array_equal(folder.x_test, expected)
 
 
-def test_second_load_comes_from_cache(image_folder):
-    data.load(str(image_folder))
-    cached = list(data.cache_dir().glob("*.npz"))
-    assert cached
+def test_second_load_comes_from_cache(image_folder, monkeypatch):
     first = data.load(str(image_folder))
-    assert np.array_equal(first.x_train, data.load(str(image_folder)).x_train)
+    assert list(data.cache_dir().glob("*.npz"))
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(data, "_load_path", no_decoding)
+    again = data.load(str(image_folder))
+    assert np.array_equal(first.x_train, again.x_train) and again.classes == first.classes
 
 
 def test_grayscale_and_rgba_images_become_rgb(tmp_path):

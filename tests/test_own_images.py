@@ -297,6 +297,7 @@ def test_mediapipe_and_predict_agree_on_non_square_photos(built64, tmp_path):
         assert score == pytest.approx(ours["top"][0]["score"], abs=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MEDIAPIPE_PYTHON.exists(),
                     reason="MediaPipe lives in its own venv, made by `make test`")
 def test_mediapipe_loads_an_int8_file_built_at_96_with_its_class_names(own_folder, tmp_path):

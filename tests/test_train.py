@@ -88,7 +88,9 @@ def test_training_batches_are_a_permutation_per_epoch_and_resume_exactly():
     assert not np.array_equal(_batches(0, 1, seed=1)[0][1], run[0][1])
 
 
-def test_train_writes_a_reloadable_model_history_plot_and_metadata(trained_folder):
+def test_train_writes_a_reloadable_model_history_plot_and_metadata(trained_folder,
+                                                                    image_folder):
+    from edgefire import data
     from edgefire.train import load_model
 
     meta = json.loads((trained_folder / "train.json").read_text())
@@ -99,8 +101,8 @@ def test_train_writes_a_reloadable_model_history_plot_and_metadata(trained_folde
     assert meta["config"]["dropout"] == 0.1
     assert meta["val_accuracy"] > 0.5  # ten colours: chance is 0.1
     assert len(meta["history"]["val_accuracy"]) == meta["epochs"] == 3
-    assert meta["classes"] == list(json.loads((trained_folder / "train.json").read_text())
-                                   ["classes"])
+    assert meta["classes"] == list(data.load(str(image_folder)).classes)  # the folders'
+    assert meta["data"]["source"] == str(image_folder.resolve())
     assert meta["images_per_second"] > 0 and meta["data"]["fingerprint"]
     assert (trained_folder / "training.png").read_bytes()[:4] == b"\x89PNG"
     manifest = json.loads((trained_folder / "manifest.json").read_text())
