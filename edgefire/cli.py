@@ -6,8 +6,6 @@ Exit codes: 0 success, 1 a verification gate failed, 2 bad input or usage, 130 i
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import signal
 import sys
@@ -25,9 +23,6 @@ from edgefire.errors import (
     EdgefireError,
     Terminated,
 )
-
-MAX_EPOCHS = 10_000  # a typo of extra zeros should not start a year-long run
-MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
 
 
 class OneLineErrors(TyperGroup):
@@ -98,33 +93,6 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def choice(value: str, options, flag: str) -> str:
-    """`value` if it is one of `options`; otherwise an error naming the closest valid one."""
-    if value in options:
-        return value
-    close = difflib.get_close_matches(value, options, n=1, cutoff=0.0)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise EdgefireError(f"unknown {flag} {value!r}: {hint}(choose from {', '.join(options)})")
-
-
-def in_range(value, low, high, flag: str, low_open: bool = False, high_open: bool = False):
-    """`value` if low <= value <= high (strict where open); otherwise an error echoing it.
-
-    NaN and infinities are refused whatever the range: no comparison would catch NaN.
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        raise EdgefireError(f"{flag} must be a finite number (got {value})")
-    too_low = value is not None and low is not None and (value <= low if low_open else value < low)
-    too_high = (value is not None and high is not None
-                and (value >= high if high_open else value > high))
-    if too_low or too_high:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-        hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
-        rule = " and ".join(r for r in (lo, hi) if r)
-        raise EdgefireError(f"{flag} must be {rule} (got {value})")
-    return value
-
-
 def run_stage(action) -> None:
     """Run a stage; expected failures become one line on stderr and their exit code."""
     try:
@@ -173,20 +141,7 @@ def train(
 
 def training_config(data, arch, image_size, epochs, batch_size, optimizer, learning_rate,
                     dropout, seed, limit):
-    """A validated TrainConfig from the command line's values."""
-    from edgefire.models import ARCHITECTURES, check_size
-
-    choice(arch, list(ARCHITECTURES), "--arch")
-    check_size(arch, image_size)
-    choice(optimizer, list(defaults.OPTIMIZERS), "--optimizer")
-    in_range(epochs, 1, MAX_EPOCHS, "--epochs")
-    in_range(batch_size, 1, None, "--batch-size")
-    in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
-    in_range(dropout, 0, 1, "--dropout", high_open=True)
-    in_range(seed, 0, MAX_SEED, "--seed")
-    in_range(limit, 2, None, "--limit")
-    if data != "cifar10":  # stored resolved, so later stages run from any directory
-        data = str(Path(data).expanduser().resolve())
+    """A TrainConfig from the command line's values (checked by the config itself)."""
     return defaults.TrainConfig(data=data, arch=arch, image_size=image_size, epochs=epochs,
                                 batch_size=batch_size, optimizer=optimizer,
                                 learning_rate=learning_rate, dropout=dropout, seed=seed,
@@ -225,10 +180,6 @@ def prune(
 
 def pruning_config(sparsity, epochs, learning_rate, keep_dense,
                    optimizer=P.optimizer) -> defaults.PruneConfig:
-    choice(optimizer, list(defaults.OPTIMIZERS), "--optimizer")
-    in_range(sparsity, 0, 1, "--sparsity", high_open=True)
-    in_range(epochs, 1, MAX_EPOCHS, "--epochs")
-    in_range(learning_rate, 0, None, "--learning-rate", low_open=True)
     names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
     return defaults.PruneConfig(sparsity=sparsity, epochs=epochs, optimizer=optimizer,
                                 learning_rate=learning_rate, keep_dense=names)
@@ -265,10 +216,6 @@ def quantize(
 
 
 def quantization_config(mode, qat, qat_epochs, calibration_samples, io):
-    choice(mode, defaults.QUANTIZE_MODES, "--quantize")
-    choice(io, defaults.IO_TYPES, "--io")
-    in_range(qat_epochs, 1, MAX_EPOCHS, "--qat-epochs")
-    in_range(calibration_samples, 1, None, "--calibration-samples")
     return defaults.QuantizeConfig(mode=mode, qat=qat, qat_epochs=qat_epochs,
                                    calibration_samples=calibration_samples, io=io)
 
@@ -314,9 +261,6 @@ def verify(
 
 
 def verification_config(max_bytes, max_drop, min_accuracy) -> defaults.VerifyConfig:
-    in_range(max_bytes, 1, None, "--max-bytes")
-    in_range(max_drop, 0, 100, "--max-drop")
-    in_range(min_accuracy, 0, 1, "--min-accuracy")
     return defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
                                  min_accuracy=min_accuracy)
 
@@ -409,6 +353,7 @@ def predict(
         import json
 
         from edgefire import predict as stage
+        from edgefire.checks import in_range
 
         in_range(top, 1, None, "--top")
         results = stage.run(paths, artifacts, model, top)

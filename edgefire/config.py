@@ -1,8 +1,17 @@
-"""Every default of every stage in one place, each with why; the CLI overrides them."""
+"""Every default of every stage in one place, each with why, and the rules each value must
+follow (checked when a config is made, so the CLI, a config file and the Python API give the
+same messages); the CLI, config files and the API override the defaults."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgefire.checks import choice, in_range
+from edgefire.errors import EdgefireError
+
+MAX_EPOCHS = 10_000  # a typo of extra zeros should not start a year-long run
+MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
 
 
 @dataclass(frozen=True)
@@ -34,12 +43,30 @@ class TrainConfig:
         return InputContract(size=self.image_size)
 
     def __post_init__(self):
-        """Fill the learning rate and weight decay left at None with the optimizer's own."""
-        peak, decay = OPTIMIZERS.get(self.optimizer, (None, None))
+        """Check every value; fill the learning rate and weight decay left at None with the
+        optimizer's own; store a data path resolved, so later stages run from anywhere."""
+        from edgefire.models import ARCHITECTURES, check_size
+
+        choice(self.arch, list(ARCHITECTURES), "--arch")
+        check_size(self.arch, self.image_size)
+        choice(self.optimizer, list(OPTIMIZERS), "--optimizer")
+        peak, decay = OPTIMIZERS[self.optimizer]
         if self.learning_rate is None:
             object.__setattr__(self, "learning_rate", peak)
         if self.weight_decay is None:
             object.__setattr__(self, "weight_decay", decay)
+        if self.data != "cifar10":
+            object.__setattr__(self, "data", str(Path(self.data).expanduser().resolve()))
+        in_range(self.epochs, 1, MAX_EPOCHS, "--epochs")
+        in_range(self.batch_size, 1, None, "--batch-size")
+        in_range(self.learning_rate, 0, None, "--learning-rate", low_open=True)
+        in_range(self.warmup_epochs, 0, MAX_EPOCHS, "warmup_epochs")
+        in_range(self.label_smoothing, 0, 1, "label_smoothing", high_open=True)
+        in_range(self.dropout, 0, 1, "--dropout", high_open=True)
+        in_range(self.weight_decay, 0, None, "weight_decay")
+        in_range(self.val_size, 1, None, "val_size")
+        in_range(self.seed, 0, MAX_SEED, "--seed")
+        in_range(self.limit, 2, None, "--limit")
 
 
 @dataclass(frozen=True)
@@ -55,6 +82,15 @@ class PruneConfig:
     batch_size: int = 128
     frequency: int = 50  # mask update interval in steps; tfmot's 100 can skip short runs
 
+    def __post_init__(self):
+        object.__setattr__(self, "keep_dense", tuple(self.keep_dense))
+        in_range(self.sparsity, 0, 1, "--sparsity", high_open=True)
+        in_range(self.epochs, 1, MAX_EPOCHS, "--epochs")
+        choice(self.optimizer, list(OPTIMIZERS), "--optimizer")
+        in_range(self.learning_rate, 0, None, "--learning-rate", low_open=True)
+        in_range(self.batch_size, 1, None, "batch_size")
+        in_range(self.frequency, 1, None, "frequency")
+
 
 @dataclass(frozen=True)
 class QuantizeConfig:
@@ -66,10 +102,24 @@ class QuantizeConfig:
     io: str = "uint8"  # uint8 is what MediaPipe and phones hand over; int8 for MCU runtimes
     batch_size: int = 128
 
+    def __post_init__(self):
+        choice(self.mode, QUANTIZE_MODES, "--quantize")
+        choice(self.io, IO_TYPES, "--io")
+        in_range(self.qat_epochs, 1, MAX_EPOCHS, "--qat-epochs")
+        in_range(self.qat_learning_rate, 0, None, "qat_learning_rate", low_open=True)
+        in_range(self.calibration_samples, 1, None, "--calibration-samples")
+        in_range(self.batch_size, 1, None, "batch_size")
+        if self.qat and self.mode != "int8":
+            raise EdgefireError(f"--qat needs --quantize int8 (got --quantize {self.mode}): "
+                                "quantization-aware training targets the int8 model")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
     opset: int = 13  # QDQ per-channel needs >= 13; every onnxruntime of the last years has it
+
+    def __post_init__(self):
+        in_range(self.opset, 7, 21, "--opset")
 
 
 @dataclass(frozen=True)
@@ -79,6 +129,13 @@ class VerifyConfig:
     min_accuracy: float | None = None
     latency_runs: int = 200  # batch-1 inferences timed per artifact
     throughput_batch: int = 256
+
+    def __post_init__(self):
+        in_range(self.max_bytes, 1, None, "--max-bytes")
+        in_range(self.max_drop, 0, 100, "--max-drop")
+        in_range(self.min_accuracy, 0, 1, "--min-accuracy")
+        in_range(self.latency_runs, 1, None, "latency_runs")
+        in_range(self.throughput_batch, 1, None, "throughput_batch")
 
 
 # optimizer -> (peak learning rate, L2 coefficient on kernels). SGD: Nesterov momentum 0.9,

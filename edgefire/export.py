@@ -164,8 +164,6 @@ def io_names(name: str, content: bytes) -> dict:
 
 def run(config: ExportConfig, folder: Path, data_override: str | None = None) -> dict:
     """Write every deployable file and labels.txt; record them with their I/O names."""
-    if not 7 <= config.opset <= 21:
-        raise EdgefireError(f"--opset must be >= 7 and <= 21 (got {config.opset})")
     quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
     train_meta = artifacts.read_json(folder / "train.json", "training metadata")
     model_path = quantizing.source_model(folder)

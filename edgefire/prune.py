@@ -91,16 +91,8 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     return pruned, history
 
 
-def check_config(config: PruneConfig) -> None:
-    if not 0 <= config.sparsity < 1:
-        raise EdgefireError(f"--sparsity must be >= 0 and < 1 (got {config.sparsity})")
-    if config.epochs < 1:
-        raise EdgefireError(f"--epochs must be >= 1 (got {config.epochs})")
-
-
 def run(config: PruneConfig, folder: Path, data_override: str | None = None) -> dict:
     """Prune the trained model of the artifacts folder and record the measured sparsity."""
-    check_config(config)
     trained_path = artifacts.artifact_path(folder, training.MODEL, "prune")
     meta = artifacts.read_json(folder / "train.json", "training metadata")
     model = training.load_model(trained_path)

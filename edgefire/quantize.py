@@ -18,7 +18,7 @@ import numpy as np
 from edgefire import artifacts, data, metadata
 from edgefire import prune as pruning
 from edgefire import train as training
-from edgefire.config import IO_TYPES, QUANTIZE_MODES, QuantizeConfig, as_dict
+from edgefire.config import QuantizeConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
@@ -152,29 +152,12 @@ def tensor_details(tflite: bytes) -> dict:
     return details
 
 
-def check_config(config: QuantizeConfig) -> None:
-    if config.mode not in QUANTIZE_MODES:
-        raise EdgefireError(f"unknown --quantize {config.mode!r} (choose from "
-                            f"{', '.join(QUANTIZE_MODES)})")
-    if config.io not in IO_TYPES:
-        raise EdgefireError(f"unknown --io {config.io!r} (choose from {', '.join(IO_TYPES)})")
-    if config.calibration_samples < 1:
-        raise EdgefireError(f"--calibration-samples must be >= 1 (got "
-                            f"{config.calibration_samples})")
-    if config.qat and config.mode != "int8":
-        raise EdgefireError(f"--qat needs --quantize int8 (got --quantize {config.mode}): "
-                            "quantization-aware training targets the int8 model")
-    if config.qat_epochs < 1:
-        raise EdgefireError(f"--qat-epochs must be >= 1 (got {config.qat_epochs})")
-
-
 def output_name(arch: str, mode: str) -> str:
     return f"{arch}_{PRECISION[mode]}.tflite"
 
 
 def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) -> dict:
     """Write the quantized TFLite model and its metadata into the artifacts folder."""
-    check_config(config)
     model_path = source_model(folder)
     meta = artifacts.read_json(folder / "train.json", "training metadata")
     train_config, contract = meta["config"], of_build(meta)

@@ -342,8 +342,6 @@ def load_model(path: Path):
 
 def run(config: TrainConfig, folder: Path) -> dict:
     """Train, then write the model, history, curves and metadata into the artifacts folder."""
-    if config.epochs < 1:
-        raise EdgefireError(f"--epochs must be at least 1 (got {config.epochs})")
     artifacts.ensure_folder(folder)
     dataset = data.load(config.data, config.image_size)
     splits = data.split(dataset, config.val_size, config.seed, config.limit)

@@ -133,16 +133,6 @@ def gates(rows: list[dict], gated: set[str], config: VerifyConfig) -> list[dict]
     return result
 
 
-def check_config(config: VerifyConfig) -> None:
-    if config.max_bytes < 1:
-        raise EdgefireError(f"--max-bytes must be >= 1 (got {config.max_bytes})")
-    if config.max_drop < 0:
-        raise EdgefireError(f"--max-drop must be >= 0 (got {config.max_drop})")
-    if config.min_accuracy is not None and not 0 <= config.min_accuracy <= 1:
-        raise EdgefireError(f"--min-accuracy must be between 0 and 1 (got "
-                            f"{config.min_accuracy})")
-
-
 def artifacts_to_verify(folder: Path) -> tuple[str, list[str], set[str]]:
     """The float reference, every deployable file, and the gated ones.
 
@@ -160,7 +150,6 @@ def artifacts_to_verify(folder: Path) -> tuple[str, list[str], set[str]]:
 
 def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
-    check_config(config)
     reference, names, gated = artifacts_to_verify(folder)
     train_meta = artifacts.read_json(folder / "train.json", "training metadata")
     source = data_override or train_meta["config"]["data"]

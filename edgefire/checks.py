@@ -1,0 +1,35 @@
+"""Value checks shared by the config dataclasses: messages name the rule and echo the value."""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+from edgefire.errors import EdgefireError
+
+
+def choice(value: str, options, flag: str) -> str:
+    """`value` if it is one of `options`; otherwise an error naming the closest valid one."""
+    if value in options:
+        return value
+    close = difflib.get_close_matches(str(value), list(options), n=1, cutoff=0.0)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise EdgefireError(f"unknown {flag} {value!r}: {hint}(choose from {', '.join(options)})")
+
+
+def in_range(value, low, high, flag: str, low_open: bool = False, high_open: bool = False):
+    """`value` if low <= value <= high (strict where open); otherwise an error echoing it.
+
+    NaN and infinities are refused whatever the range: no comparison would catch NaN.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EdgefireError(f"{flag} must be a finite number (got {value})")
+    too_low = value is not None and low is not None and (value <= low if low_open else value < low)
+    too_high = (value is not None and high is not None
+                and (value >= high if high_open else value > high))
+    if too_low or too_high:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+        rule = " and ".join(r for r in (lo, hi) if r)
+        raise EdgefireError(f"{flag} must be {rule} (got {value})")
+    return value
