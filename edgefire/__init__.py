@@ -1,3 +1,20 @@
-"""edgefire: a tiny CIFAR-10 SqueezeNet, trained, pruned, int8-quantized, exported and verified."""
+"""edgefire: a tiny image classifier, trained, pruned, int8-quantized, exported and verified.
+
+The Python API (`edgefire.build`, `edgefire.verify`) is documented in `edgefire/api.py`.
+"""
 
 __version__ = "0.1.0"
+
+
+def build(*args, **kwargs) -> dict:
+    """Run a build and return its report; see `edgefire.api.build`."""
+    from edgefire import api
+
+    return api.build(*args, **kwargs)
+
+
+def verify(*args, **kwargs) -> dict:
+    """Verify an artifacts folder and return its report; see `edgefire.api.verify`."""
+    from edgefire import api
+
+    return api.verify(*args, **kwargs)

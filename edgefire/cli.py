@@ -129,23 +129,16 @@ def train(
     def action():
         from edgefire import train as stage
 
-        config = training_config(data, arch, image_size, epochs, batch_size, optimizer,
-                                 learning_rate, dropout, seed, limit)
+        config = defaults.TrainConfig(data=data, arch=arch, image_size=image_size,
+                                      epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                                      learning_rate=learning_rate, dropout=dropout, seed=seed,
+                                      limit=limit)
         meta = stage.run(config, artifacts)
         typer.echo(f"trained {config.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
                    f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
                    f"({meta['images_per_second']:.0f} images/s) -> {artifacts / stage.MODEL}")
 
     run_stage(action)
-
-
-def training_config(data, arch, image_size, epochs, batch_size, optimizer, learning_rate,
-                    dropout, seed, limit):
-    """A TrainConfig from the command line's values (checked by the config itself)."""
-    return defaults.TrainConfig(data=data, arch=arch, image_size=image_size, epochs=epochs,
-                                batch_size=batch_size, optimizer=optimizer,
-                                learning_rate=learning_rate, dropout=dropout, seed=seed,
-                                limit=limit)
 
 
 @app.command()
@@ -168,7 +161,9 @@ def prune(
     def action():
         from edgefire import prune as stage
 
-        config = pruning_config(sparsity, epochs, learning_rate, keep_dense, optimizer)
+        names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
+        config = defaults.PruneConfig(sparsity=sparsity, epochs=epochs, optimizer=optimizer,
+                                      learning_rate=learning_rate, keep_dense=names)
         result = stage.run(config, artifacts, data)
         typer.echo(f"pruned to {result['sparsity']['overall']:.1%} zeros in the pruned layers "
                    f"(target {config.sparsity:.0%}): validation accuracy "
@@ -176,13 +171,6 @@ def prune(
                    f" -> {artifacts / stage.MODEL}")
 
     run_stage(action)
-
-
-def pruning_config(sparsity, epochs, learning_rate, keep_dense,
-                   optimizer=P.optimizer) -> defaults.PruneConfig:
-    names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
-    return defaults.PruneConfig(sparsity=sparsity, epochs=epochs, optimizer=optimizer,
-                                learning_rate=learning_rate, keep_dense=names)
 
 
 @app.command()
@@ -204,7 +192,8 @@ def quantize(
     def action():
         from edgefire import quantize as stage
 
-        config = quantization_config(quantize, qat, qat_epochs, calibration_samples, io)
+        config = defaults.QuantizeConfig(mode=quantize, qat=qat, qat_epochs=qat_epochs,
+                                         calibration_samples=calibration_samples, io=io)
         result = stage.run(config, artifacts, data)
         size = (artifacts / result["artifact"]).stat().st_size
         tensor = result["tensors"]["input"]
@@ -213,11 +202,6 @@ def quantize(
                    f"{artifacts / result['artifact']}")
 
     run_stage(action)
-
-
-def quantization_config(mode, qat, qat_epochs, calibration_samples, io):
-    return defaults.QuantizeConfig(mode=mode, qat=qat, qat_epochs=qat_epochs,
-                                   calibration_samples=calibration_samples, io=io)
 
 
 @app.command()
@@ -252,21 +236,48 @@ def verify(
     """Run every artifact in its runtime on the test split; gate size and accuracy."""
 
     def action():
-        from edgefire import verify as stage
+        from edgefire import verification as stage
 
-        config = verification_config(max_bytes, max_drop, min_accuracy)
+        config = defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
+                                       min_accuracy=min_accuracy)
         show_report(lambda: stage.run(config, artifacts, data), artifacts, "all gates passed")
 
     run_stage(action)
 
 
-def verification_config(max_bytes, max_drop, min_accuracy) -> defaults.VerifyConfig:
-    return defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
-                                 min_accuracy=min_accuracy)
+# build's flags -> (config section, field); only flags given on the command line override a
+# config file, the project's [tool.edgefire] and the defaults
+BUILD_FLAGS = {
+    "data": ("train", "data"), "arch": ("train", "arch"), "image_size": ("train", "image_size"),
+    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
+    "optimizer": ("train", "optimizer"), "learning_rate": ("train", "learning_rate"),
+    "dropout": ("train", "dropout"), "seed": ("train", "seed"), "limit": ("train", "limit"),
+    "sparsity": ("prune", "sparsity"), "prune_epochs": ("prune", "epochs"),
+    "keep_dense": ("prune", "keep_dense"), "quantize": ("quantize", "mode"),
+    "qat": ("quantize", "qat"), "qat_epochs": ("quantize", "qat_epochs"),
+    "calibration_samples": ("quantize", "calibration_samples"), "io": ("quantize", "io"),
+    "opset": ("export", "opset"), "max_bytes": ("verify", "max_bytes"),
+    "max_drop": ("verify", "max_drop"), "min_accuracy": ("verify", "min_accuracy"),
+}
+
+
+def given_flags(ctx: typer.Context) -> dict[str, dict]:
+    """The build flags given on the command line, as config sections."""
+    from typer._click.core import ParameterSource
+
+    sections: dict[str, dict] = {}
+    for name, (section, field) in BUILD_FLAGS.items():
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            value = ctx.params[name]
+            if name == "keep_dense":
+                value = [layer.strip() for layer in value.split(",") if layer.strip()]
+            sections.setdefault(section, {})[field] = value
+    return sections
 
 
 @app.command()
 def build(
+    ctx: typer.Context,
     quantize: Annotated[str, typer.Option(
         "--quantize", help="int8 (full integer), float16, dynamic (range) or none.")] = Q.mode,
     data: DataOpt = T.data,
@@ -295,23 +306,19 @@ def build(
     = V.max_drop,
     min_accuracy: Annotated[float | None, typer.Option(help="Optional accuracy floor.")] = None,
     force: Annotated[bool, typer.Option(help="Rerun every stage, even if up to date.")] = False,
+    config: Annotated[Path | None, typer.Option(
+        help="TOML file with [train], [prune], [quantize], [export], [verify] sections of "
+             "config fields; flags override it.")] = None,
     artifacts: ArtifactsOpt = Path("artifacts"),
 ) -> None:
     """Train, prune, quantize, export and verify; skip stages that are up to date."""
 
     def action():
-        from edgefire import build as pipeline
+        from edgefire import api
 
-        plan = pipeline.Plan(
-            train=training_config(data, arch, image_size, epochs, batch_size, optimizer,
-                                  learning_rate, dropout, seed, limit),
-            prune=pruning_config(sparsity, prune_epochs, P.learning_rate, keep_dense),
-            quantize=quantization_config(quantize, qat, qat_epochs, calibration_samples, io),
-            export=defaults.ExportConfig(opset=opset),
-            verify=verification_config(max_bytes, max_drop, min_accuracy),
-            force=force)
-        show_report(lambda: pipeline.run(plan, artifacts, echo=typer.echo), artifacts,
-                    "build passed")
+        flags = given_flags(ctx)
+        show_report(lambda: api.build(artifacts, config=config, force=force, echo=typer.echo,
+                                      **flags), artifacts, "build passed")
 
     run_stage(action)
 

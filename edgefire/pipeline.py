@@ -63,7 +63,7 @@ def _verify_inputs(folder: Path) -> list[Path]:
 
 
 def stages(plan: Plan) -> list[Stage]:
-    from edgefire import export, prune, quantize, train, verify
+    from edgefire import export, prune, quantize, train, verification
 
     rows = [Stage("train", lambda f: [], as_dict(plan.train),
                   lambda f: train.run(plan.train, f))]
@@ -76,7 +76,7 @@ def stages(plan: Plan) -> list[Stage]:
         Stage("export", _export_inputs, as_dict(plan.export),
               lambda f: export.run(plan.export, f)),
         Stage("verify", _verify_inputs, as_dict(plan.verify),
-              lambda f: verify.run(plan.verify, f)),
+              lambda f: verification.run(plan.verify, f)),
     ]
     return rows
 

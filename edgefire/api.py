@@ -1,0 +1,129 @@
+"""The Python API and config files: the same builds as the CLI, for notebooks, CI and tools.
+
+    import edgefire
+    report = edgefire.build("artifacts", train={"data": "photos", "epochs": 15},
+                            prune={"sparsity": 0.3})
+    report = edgefire.verify("artifacts", max_drop=0.5)
+
+Settings come in sections named for the stages (`train`, `prune`, `quantize`, `export`,
+`verify`) whose keys are the fields of the config dataclasses in `config.py`. A TOML file
+(`edgefire build --config FILE.toml`, or the `[tool.edgefire]` table of the project's
+pyproject.toml) has the same sections; later sources override earlier ones: defaults, then
+pyproject.toml, then the config file, then the arguments (or the CLI's flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+from edgefire.config import (
+    ExportConfig,
+    PruneConfig,
+    QuantizeConfig,
+    TrainConfig,
+    VerifyConfig,
+)
+from edgefire.errors import EdgefireError
+
+SECTIONS = {"train": TrainConfig, "prune": PruneConfig, "quantize": QuantizeConfig,
+            "export": ExportConfig, "verify": VerifyConfig}
+# the Python types a TOML value may have for a field of each annotation (bool is not an int)
+TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+         "tuple[str, ...]": (list, tuple)}
+
+
+def read_settings(path: Path) -> dict[str, dict]:
+    """The sections of a TOML config file, checked: known sections, keys and types."""
+    try:
+        settings = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgefireError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise EdgefireError(f"{path}: not a readable TOML config ({exc})") from None
+    return checked(settings, str(path))
+
+
+def project_settings(folder: Path = Path(".")) -> dict[str, dict]:
+    """The `[tool.edgefire]` table of the pyproject.toml in `folder`, if there is one."""
+    path = folder / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("edgefire")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise EdgefireError(f"{path}: not a readable TOML file ({exc})") from None
+    return checked(table or {}, f"{path} [tool.edgefire]")
+
+
+def checked(settings: dict, where: str) -> dict[str, dict]:
+    """`settings` if every section, key and value type is one of the configs'."""
+    for section, values in settings.items():
+        if section not in SECTIONS:
+            raise EdgefireError(f"{where}: unknown section [{section}] (sections: "
+                                f"{', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise EdgefireError(f"{where}: [{section}] must be a table of settings")
+        fields = {f.name: f.type for f in dataclasses.fields(SECTIONS[section])}
+        for key, value in values.items():
+            if key not in fields:
+                raise EdgefireError(f"{where}: unknown key {key!r} in [{section}] (keys: "
+                                    f"{', '.join(fields)})")
+            _check_type(section, key, value, fields[key], where)
+    return settings
+
+
+def _check_type(section: str, key: str, value, annotation: str, where: str) -> None:
+    kinds = [kind.strip() for kind in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return
+    allowed = tuple(t for kind in kinds for t in TYPES.get(kind, ()))
+    wrong_bool = isinstance(value, bool) and bool not in allowed
+    if not isinstance(value, allowed) or wrong_bool:
+        wanted = " or ".join(k for k in kinds if k != "None")
+        raise EdgefireError(f"{where}: [{section}] {key} must be {wanted} (got "
+                            f"{type(value).__name__} {value!r})")
+
+
+def merged(*sources: dict[str, dict]) -> dict[str, dict]:
+    """Sections merged key by key, later sources winning."""
+    result: dict[str, dict] = {section: {} for section in SECTIONS}
+    for source in sources:
+        for section, values in source.items():
+            result[section].update(values)
+    return result
+
+
+def plan(settings: dict[str, dict], force: bool = False):
+    """The build plan of merged settings (every config checks its own values)."""
+    from edgefire.pipeline import Plan
+
+    configs = {section: cls(**settings.get(section, {})) for section, cls in SECTIONS.items()}
+    return Plan(**configs, force=force)
+
+
+def build(artifacts: str | Path = "artifacts", *, config: str | Path | None = None,
+          train: dict | None = None, prune: dict | None = None, quantize: dict | None = None,
+          export: dict | None = None, verify: dict | None = None, force: bool = False,
+          echo=print) -> dict:
+    """Run `edgefire build` and return its report (report.json's contract).
+
+    Raises `EdgefireError` for bad input and `GateFailed` (a subclass) for a missed gate.
+    """
+    from edgefire import pipeline
+
+    given = {name: values for name, values in (("train", train), ("prune", prune),
+                                                ("quantize", quantize), ("export", export),
+                                                ("verify", verify)) if values}
+    sources = [project_settings(), read_settings(Path(config)) if config else {},
+               checked(given, "build()")]
+    return pipeline.run(plan(merged(*sources), force), Path(artifacts), echo=echo)
+
+
+def verify(artifacts: str | Path = "artifacts", data: str | None = None, **values) -> dict:
+    """Run `edgefire verify` (VerifyConfig fields as keywords) and return the report."""
+    from edgefire import verification as stage
+
+    config = VerifyConfig(**checked({"verify": values}, "verify()")["verify"])
+    return stage.run(config, Path(artifacts), data)

@@ -1,0 +1,86 @@
+"""Config files (`--config FILE.toml`, `[tool.edgefire]`) and the Python API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgefire.cli import app
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_a_config_file_overrides_defaults_and_flags_override_it(image_folder, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("pyproject.toml").write_text('[tool.edgefire.prune]\nsparsity = 0.3\nepochs = 2\n')
+    config = tmp_path / "edgefire.toml"
+    config.write_text(f'[train]\ndata = "{image_folder}"\nweight_decay = 0.001\nepochs = 1\n'
+                      'batch_size = 32\nlearning_rate = 0.05\nseed = 1\n'
+                      '[prune]\nepochs = 1\nkeep_dense = ["conv"]\n[verify]\nmax_drop = 50.0\n')
+    folder = tmp_path / "a"
+    result = invoke("build", "--config", str(config), "--epochs", "2", "--artifacts",
+                    str(folder))
+    assert result.exit_code == 0, result.output
+    train = json.loads((folder / "train.json").read_text())["config"]
+    assert train["weight_decay"] == 0.001 and train["epochs"] == 2  # file, then the flag
+    prune = json.loads((folder / "prune.json").read_text())["config"]
+    assert prune["sparsity"] == 0.3 and prune["epochs"] == 1  # pyproject, then the file
+    assert prune["keep_dense"] == ["conv"]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[train]\nweight_dekay = 0.1\n", "unknown key 'weight_dekay' in [train] (keys: data,"),
+    ("[train]\nepochs = \"ten\"\n", "[train] epochs must be int (got str 'ten')"),
+    ("[train]\nepochs = 2.5\n", "[train] epochs must be int (got float 2.5)"),
+    ("[quantize]\nqat = 1\n", "[quantize] qat must be bool (got int 1)"),
+    ("[training]\nepochs = 2\n", "unknown section [training] (sections: train, prune,"),
+    ("[train]\nepochs = 0\n", "--epochs must be >= 1 and <= 10000 (got 0)"),
+    ("[train\nepochs = 2\n", "not a readable TOML config"),
+])
+def test_a_bad_config_file_is_one_line(text, needle, tmp_path):
+    config = tmp_path / "edgefire.toml"
+    config.write_text(text)
+    result = invoke("build", "--config", str(config), "--artifacts", str(tmp_path / "a"))
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("edgefire: error:")]
+    assert len(errors) == 1 and needle in errors[0], result.output
+    assert not (tmp_path / "a" / "trained.h5").exists()
+
+
+def test_a_missing_config_file_is_one_line(tmp_path):
+    result = invoke("build", "--config", str(tmp_path / "nope.toml"))
+    assert result.exit_code == 2 and "nope.toml: config file not found" in result.output
+
+
+def test_the_python_api_builds_and_verifies(image_folder, tmp_path):
+    """`import edgefire; edgefire.build(...)` in a fresh interpreter, as the README shows."""
+    folder = tmp_path / "api"
+    code = (
+        "import json, sys, edgefire\n"
+        f"report = edgefire.build({str(folder)!r}, train={{'data': {str(image_folder)!r}, "
+        "'epochs': 2, 'batch_size': 32, 'learning_rate': 0.05, 'seed': 1}, "
+        "prune={'epochs': 1}, verify={'max_drop': 50.0})\n"
+        f"again = edgefire.verify({str(folder)!r}, max_drop=50.0)\n"
+        "print(json.dumps([report['passed'], again['passed'], report['input']['size']]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, [32, 32]]
+
+
+def test_the_api_raises_the_same_errors_as_the_cli():
+    import edgefire
+    from edgefire.errors import EdgefireError
+
+    with pytest.raises(EdgefireError, match=r"--sparsity must be >= 0 and < 1 \(got 1.5\)"):
+        edgefire.build("unused", prune={"sparsity": 1.5})
+    with pytest.raises(EdgefireError, match="unknown key 'max_dorp'"):
+        edgefire.verify("unused", max_dorp=1.0)
