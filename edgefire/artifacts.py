@@ -15,10 +15,10 @@ import os
 import time
 from pathlib import Path
 
-from edgefire import __version__
+from edgefire import __version__, layout
 from edgefire.errors import EdgefireError
 
-MANIFEST = "manifest.json"
+MANIFEST = layout.MANIFEST
 STAGES = ("train", "prune", "quantize", "export", "verify")
 SCHEMA = 1
 _pending: list[tuple[Path, Path]] | None = None  # (temporary, final) renames of an output set
@@ -114,7 +114,8 @@ def read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        made_by = f" (run `edgefire {path.stem}` first)" if path.stem in STAGES else ""
+        stage = next((s for s in STAGES if layout.record(s) == path.name), None)
+        made_by = f" (run `edgefire {stage}` first)" if stage else ""
         raise EdgefireError(f"{path}: {what} not found{made_by}") from None
     except (OSError, ValueError) as exc:
         raise EdgefireError(f"{path}: {what} is unreadable ({exc})") from None

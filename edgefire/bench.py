@@ -16,15 +16,15 @@ import platform
 import time
 from pathlib import Path
 
-from edgefire import data
+from edgefire import data, fitting
 from edgefire import train as training
 from edgefire.config import TrainConfig
 
 
 def _model(config: TrainConfig, splits: data.Splits):
     model = training.build_training_model(config, splits)
-    training.compile_model(model, config.learning_rate, config.label_smoothing,
-                           config.optimizer)
+    fitting.compile_model(model, config.learning_rate, config.label_smoothing,
+                          config.optimizer)
     return model
 
 
@@ -43,8 +43,8 @@ def run(source: str, steps: int, out: Path) -> dict:
     pipeline_model, plain_model = _model(config, splits), _model(config, splits)
 
     def pipeline(n):
-        ds = training.training_dataset(x[:n], y[:n], config.batch_size, config.seed, 0, True,
-                                       config.contract)
+        ds = fitting.training_dataset(x[:n], y[:n], config.batch_size, config.seed, 0, True,
+                                      config.contract)
         pipeline_model.fit(ds, epochs=1, steps_per_epoch=n // config.batch_size, verbose=0)
 
     x_float = config.contract.normalize(x)

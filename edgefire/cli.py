@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup, _click
 
 from edgefire import config as defaults
+from edgefire import layout
 from edgefire.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -136,7 +137,7 @@ def train(
         meta = stage.run(config, artifacts)
         typer.echo(f"trained {config.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
                    f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
-                   f"({meta['images_per_second']:.0f} images/s) -> {artifacts / stage.MODEL}")
+                   f"({meta['images_per_second']:.0f} images/s) -> {artifacts / layout.TRAINED}")
 
     run_stage(action)
 
@@ -168,7 +169,7 @@ def prune(
         typer.echo(f"pruned to {result['sparsity']['overall']:.1%} zeros in the pruned layers "
                    f"(target {config.sparsity:.0%}): validation accuracy "
                    f"{result['val_accuracy_before']:.4f} -> {result['val_accuracy_after']:.4f}"
-                   f" -> {artifacts / stage.MODEL}")
+                   f" -> {artifacts / layout.PRUNED}")
 
     run_stage(action)
 
@@ -385,7 +386,7 @@ def show_report(verification, artifacts: Path, passed: str) -> None:
         typer.echo("\n".join(report.table(report.load(artifacts))))
         raise
     typer.echo("\n".join(report.table(result)))
-    typer.echo(f"{passed} -> {artifacts / report.REPORT_MD}")
+    typer.echo(f"{passed} -> {artifacts / layout.REPORT_MD}")
 
 
 def _terminate(signum, frame):
@@ -393,8 +394,13 @@ def _terminate(signum, frame):
 
 
 def main() -> None:
-    """The console entry point: SIGTERM ends a run like Ctrl-C, with its own exit code."""
+    """The console entry point: SIGTERM ends a run like Ctrl-C, with its own exit code.
+
+    SIGINT is handled even when started from a shell that ignores it for background jobs
+    (Python keeps an inherited "ignore"), so an interrupt always ends with 130.
+    """
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     app()
 
 

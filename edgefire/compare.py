@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgefire import artifacts, report
+from edgefire import artifacts, layout, report
 from edgefire.contract import of_build
 from edgefire.errors import EdgefireError
 
@@ -17,16 +17,17 @@ def row(folder: Path) -> dict:
     """What one build measured: from its train.json, report.json and build.json."""
     from edgefire import models
 
-    train = artifacts.read_json(folder / "train.json", "training metadata")
+    train = artifacts.read_json(folder / layout.record("train"), "training metadata")
     result = report.load(folder)
     # numbers are only as good as the files they came from: a hand-edited or stale report,
     # or one whose files have changed since, is refused
-    artifacts.check_set(folder, [report.REPORT_JSON, "train.json"], "compare")
+    artifacts.check_set(folder, [layout.REPORT_JSON, layout.record("train")], "compare")
     arch = train["config"]["arch"]
     by_name = {entry["name"]: entry for entry in result["artifacts"]}
-    int8 = by_name.get(f"{arch}_int8.tflite")
+    name = layout.deployable(arch, "int8", "tflite")
+    int8 = by_name.get(name)
     if int8 is None:
-        raise EdgefireError(f"{folder}: report has no {arch}_int8.tflite (build with "
+        raise EdgefireError(f"{folder}: report has no {name} (build with "
                             "--quantize int8)")
     model = models.build(arch, of_build(train).shape, len(train["classes"]))
     return {"folder": str(folder), "arch": arch, "parameters": train["parameters"],
@@ -38,7 +39,7 @@ def row(folder: Path) -> dict:
 
 def _build_seconds(folder: Path) -> float | None:
     """Wall time of the last `edgefire build`, only if it ran every stage (not incremental)."""
-    path = folder / "build.json"
+    path = folder / layout.BUILD_LOG
     if not path.exists():
         return None
     build = artifacts.read_json(path, "build log")

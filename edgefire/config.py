@@ -142,7 +142,9 @@ class VerifyConfig:
 # peak 0.1 and L2 2.5e-4 (the gradient of L2 is 2 * coefficient * w, so this is PyTorch's
 # weight_decay 5e-4 of the replica). Adam: the recipe of the builds before issue 12.
 OPTIMIZERS = {"sgd": (0.1, 2.5e-4), "adam": (3e-3, 5e-4)}
-QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
+# --quantize mode -> the precision of the file it makes: the one list of modes and precisions
+PRECISIONS = {"int8": "int8", "float16": "float16", "dynamic": "dynamic", "none": "float32"}
+QUANTIZE_MODES = tuple(PRECISIONS)
 IO_TYPES = ("uint8", "int8")
 
 

@@ -1,9 +1,11 @@
 """`edgefire export`: the deployable files, named for what they are, and `labels.txt`.
 
-- `<arch>_float32.tflite`: the float reference (sparse-encoded where that is smaller);
+The files are the rows of `DEPLOYABLES`, named `<arch>_<precision>.<format>`:
+
+- float32 TFLite: the float reference (sparse-encoded where that is smaller);
 - the quantized `.tflite` made by `quantize` (listed, not rewritten);
-- `<arch>_float32.onnx`: tf2onnx, with short tensor names;
-- `<arch>_int8.onnx` (int8 mode): the better on the *validation* split (then the smaller)
+- float32 ONNX: tf2onnx, with short tensor names;
+- int8 ONNX (int8 mode): the better on the *validation* split (then the smaller)
   of two QDQ candidates: tf2onnx's translation of the int8 TFLite (its exact scales, uint8
   raw-pixel input), and onnxruntime static quantization of the float ONNX (S8S8,
   per-channel: no u8s8 saturation on AVX2 without VNNI) calibrated on the same images.
@@ -12,19 +14,19 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, metadata, runtimes
+from edgefire import artifacts, data, layout, metadata, models, runtimes
 from edgefire import quantize as quantizing
-from edgefire import train as training
 from edgefire.config import ExportConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import quiet, tensorflow
 
-LABELS = metadata.LABELS_FILE
 ONNX_INPUT = "image"
 ONNX_OUTPUT = "scores"
 
@@ -162,45 +164,96 @@ def io_names(name: str, content: bytes) -> dict:
             "output_names": [details["output"]["name"]]}
 
 
+class Sources:
+    """What the makers of the deployables read: the float model, the quantized TFLite, the
+    build's metadata and contract; the data and the float ONNX are made once, when asked."""
+
+    def __init__(self, folder: Path, config: ExportConfig, data_override: str | None):
+        self.config, self.data_override = config, data_override
+        self.quantized = artifacts.read_json(folder / layout.record("quantize"),
+                                             "quantize metadata")
+        self.train_meta = artifacts.read_json(folder / layout.record("train"),
+                                              "training metadata")
+        self.model_path, self.quantized_path = inputs(folder)
+        self.model = models.load_model(self.model_path)
+        self.arch, self.contract = self.train_meta["config"]["arch"], of_build(self.train_meta)
+        self.notes: dict = {}  # what a maker chose, for export.json
+        self._float_onnx: bytes | None = None
+
+    def float_onnx(self) -> bytes:
+        if self._float_onnx is None:
+            self._float_onnx = float_onnx(self.model, self.config.opset)
+        return self._float_onnx
+
+
+def float32_tflite(sources: Sources) -> bytes:
+    tflite, _ = quantizing.smallest_encoding(sources.model, "none", "uint8", np.zeros(0),
+                                             sources.quantized["sparsity"], sources.contract)
+    return metadata.attach(tflite, sources.arch, sources.train_meta["classes"],
+                           sources.contract)
+
+
+def int8_onnx(sources: Sources) -> bytes:
+    """The more accurate on the validation split of the two QDQ candidates."""
+    dataset, splits = data.of_build(sources.train_meta, sources.data_override)
+    calibration = dataset.x_train[np.asarray(sources.quantized["calibration"]["indices"])]
+    candidates = {
+        "tf2onnx-from-int8-tflite": tflite_int8_onnx(sources.quantized_path,
+                                                     sources.config.opset),
+        "onnxruntime-static-s8s8": ort_int8_onnx(sources.float_onnx(), calibration,
+                                                 sources.contract)}
+    best, scores = best_int8_onnx(candidates, splits.x_val, splits.y_val, sources.contract)
+    sources.notes["int8_onnx"] = {"chosen": best, "candidates": scores}
+    return candidates[best]
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """A file export makes: its format (suffix and runtime), precision, when it is made (from
+    quantize.json) and how. A new format is one row and one function."""
+
+    file_format: str
+    precision: str
+    wanted: Callable[[dict], bool]
+    make: Callable[[Sources], bytes]
+
+
+DEPLOYABLES = (
+    Deployable("tflite", "float32", lambda q: q["precision"] != "float32", float32_tflite),
+    Deployable("onnx", "float32", lambda q: True, lambda sources: sources.float_onnx()),
+    Deployable("onnx", "int8", lambda q: q["mode"] == "int8", int8_onnx),
+)
+
+
+def inputs(folder: Path) -> list[Path]:
+    """What export reads: the float reference and the quantized TFLite (checked intact)."""
+    quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
+    return [quantizing.source_model(folder),
+            artifacts.artifact_path(folder, quantized["artifact"], "export")]
+
+
 def run(config: ExportConfig, folder: Path, data_override: str | None = None) -> dict:
     """Write every deployable file and labels.txt; record them with their I/O names."""
-    quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
-    train_meta = artifacts.read_json(folder / "train.json", "training metadata")
-    model_path = quantizing.source_model(folder)
-    quantized_path = artifacts.artifact_path(folder, quantized["artifact"], "export")
-    model = training.load_model(model_path)
-    arch, contract = train_meta["config"]["arch"], of_build(train_meta)
-    made: dict[str, bytes] = {}  # the files this stage writes, by name
-
-    if quantized["precision"] != "float32":
-        tflite, sparse = quantizing.smallest_encoding(model, "none", "uint8", np.zeros(0),
-                                                      quantized["sparsity"], contract)
-        made[f"{arch}_float32.tflite"] = metadata.attach(tflite, arch, train_meta["classes"],
-                                                         contract)
-    onnx_float = float_onnx(model, config.opset)
-    made[f"{arch}_float32.onnx"] = onnx_float
-    int8_choice = None
-    if quantized["mode"] == "int8":
-        dataset, splits = data.of_build(train_meta, data_override)
-        calibration = dataset.x_train[np.asarray(quantized["calibration"]["indices"])]
-        candidates = {"tf2onnx-from-int8-tflite": tflite_int8_onnx(quantized_path, config.opset),
-                      "onnxruntime-static-s8s8": ort_int8_onnx(onnx_float, calibration,
-                                                               contract)}
-        best, scores = best_int8_onnx(candidates, splits.x_val, splits.y_val, contract)
-        int8_choice = {"chosen": best, "candidates": scores}
-        made[f"{arch}_int8.onnx"] = candidates[best]
-    deployables = {name: {"format": Path(name).suffix[1:], **io_names(name, content)}
-                   for name, content in [(quantized_path.name, quantized_path.read_bytes()),
-                                         *made.items()]}
-    result = {"stage": "export", "config": as_dict(config), "source": model_path.name,
-              "deployables": deployables, "labels": LABELS,
-              "int8_onnx": int8_choice}
+    sources = Sources(folder, config, data_override)
+    made = {layout.deployable(sources.arch, row.precision, row.file_format): row
+            for row in DEPLOYABLES if row.wanted(sources.quantized)}
+    content = {name: row.make(sources) for name, row in made.items()}
+    quantized = sources.quantized_path
+    deployables = {quantized.name: {"format": "tflite",
+                                    "precision": sources.quantized["precision"],
+                                    **io_names(quantized.name, quantized.read_bytes())}}
+    deployables.update({name: {"format": row.file_format, "precision": row.precision,
+                               **io_names(name, content[name])} for name, row in made.items()})
+    result = {"stage": "export", "config": as_dict(config), "source": sources.model_path.name,
+              "deployables": deployables, "labels": layout.LABELS,
+              "int8_onnx": sources.notes.get("int8_onnx")}
     with artifacts.output_set():
-        for name, content in made.items():
-            artifacts.write_bytes(folder / name, content)
-        artifacts.write_text(folder / LABELS, metadata.labels_text(train_meta["classes"]))
-        artifacts.write_json(folder / "export.json", result)
-    outputs = [folder / name for name in [*made, LABELS, "export.json"]]
-    artifacts.record_stage(folder, "export", outputs, [model_path, quantized_path],
-                           as_dict(config), deployables)
+        for name, data_bytes in content.items():
+            artifacts.write_bytes(folder / name, data_bytes)
+        artifacts.write_text(folder / layout.LABELS,
+                             metadata.labels_text(sources.train_meta["classes"]))
+        artifacts.write_json(folder / layout.record("export"), result)
+    outputs = [folder / name for name in [*content, layout.LABELS, layout.record("export")]]
+    artifacts.record_stage(folder, "export", outputs, inputs(folder), as_dict(config),
+                           deployables)
     return result

@@ -16,10 +16,11 @@ import zipfile
 
 import flatbuffers
 
+from edgefire import layout
 from edgefire.contract import InputContract
 
 METADATA_NAME = "TFLITE_METADATA"
-LABELS_FILE = "labels.txt"
+LABELS_FILE = layout.LABELS  # packed into the model under the same name
 MIN_PARSER_VERSION = "1.0.0"
 # union type tags and enum values of metadata_schema.fbs
 CONTENT_FEATURE, CONTENT_IMAGE = 1, 2

@@ -11,7 +11,11 @@ the layers of `batch_norm=False`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
+
+from edgefire import artifacts
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras
@@ -162,3 +166,38 @@ def multiply_accumulates(model) -> int:
         elif isinstance(layer, layers.Dense):
             total += layer.kernel.shape[0] * layer.kernel.shape[1]
     return int(total)
+
+
+def save_model(model, path: Path) -> None:
+    with artifacts.atomic_path(path) as tmp:
+        model.save(tmp, include_optimizer=False)
+
+
+def load_model(path: Path):
+    """Load a Keras model file, answering a corrupt or non-model file with one line."""
+    try:
+        return keras().models.load_model(path, compile=False)
+    except Exception as exc:  # h5py and Keras raise many types for a bad file
+        raise EdgefireError(f"{path}: not a readable Keras model ({type(exc).__name__})") from None
+
+
+def kernel_sparsity(model, names=None) -> dict:
+    """Measured fraction of zeros in each convolution kernel, and over those kernels together."""
+    layers = [layer for layer in model.layers if isinstance(layer, keras().layers.Conv2D)
+              and (names is None or layer.name in names)]
+    per_layer, zeros, total = {}, 0, 0
+    for layer in layers:
+        kernel = layer.get_weights()[0]
+        per_layer[layer.name] = float(np.mean(kernel == 0))
+        zeros += int(np.sum(kernel == 0))
+        total += kernel.size
+    return {"layers": per_layer, "overall": zeros / total if total else 0.0}
+
+
+def check_input_shape(model, splits, model_path: Path) -> None:
+    """The model must take the data's image shape and give one score per class."""
+    want = (tuple(splits.x_train.shape[1:]), len(splits.classes))
+    have = (tuple(model.input_shape[1:]), model.output_shape[-1])
+    if have != want:
+        raise EdgefireError(f"{model_path}: model takes {have[0]} with {have[1]} classes, the "
+                            f"data has {want[0]} with {want[1]} classes")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefire import artifacts, report
+from edgefire import artifacts, layout, report
 from edgefire.config import (
     ExportConfig,
     PruneConfig,
@@ -23,7 +23,7 @@ from edgefire.config import (
 )
 from edgefire.errors import EdgefireError
 
-BUILD_LOG = "build.json"
+BUILD_LOG = layout.BUILD_LOG
 
 
 @dataclass(frozen=True)
@@ -44,38 +44,20 @@ class Stage:
     action: Callable[[Path], object]
 
 
-def _quantize_inputs(folder: Path) -> list[Path]:
-    from edgefire.quantize import source_model
-
-    return [source_model(folder)]
-
-
-def _export_inputs(folder: Path) -> list[Path]:
-    from edgefire.quantize import source_model
-
-    quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
-    return [source_model(folder), folder / quantized["artifact"]]
-
-
-def _verify_inputs(folder: Path) -> list[Path]:
-    exported = artifacts.read_json(folder / "export.json", "export metadata")
-    return [folder / exported["source"], *(folder / name for name in exported["deployables"])]
-
-
 def stages(plan: Plan) -> list[Stage]:
     from edgefire import export, prune, quantize, train, verification
 
-    rows = [Stage("train", lambda f: [], as_dict(plan.train),
+    rows = [Stage("train", train.inputs, as_dict(plan.train),
                   lambda f: train.run(plan.train, f))]
     if plan.prune.sparsity > 0:
-        rows.append(Stage("prune", lambda f: [f / train.MODEL], as_dict(plan.prune),
+        rows.append(Stage("prune", prune.inputs, as_dict(plan.prune),
                           lambda f: prune.run(plan.prune, f)))
     rows += [
-        Stage("quantize", _quantize_inputs, as_dict(plan.quantize),
+        Stage("quantize", quantize.inputs, as_dict(plan.quantize),
               lambda f: quantize.run(plan.quantize, f)),
-        Stage("export", _export_inputs, as_dict(plan.export),
+        Stage("export", export.inputs, as_dict(plan.export),
               lambda f: export.run(plan.export, f)),
-        Stage("verify", _verify_inputs, as_dict(plan.verify),
+        Stage("verify", verification.inputs, as_dict(plan.verify),
               lambda f: verification.run(plan.verify, f)),
     ]
     return rows

@@ -13,34 +13,34 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, metadata, runtimes
+from edgefire import artifacts, data, layout, runtimes
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 
 
 def default_model(folder: Path) -> Path:
     """The quantized TFLite recorded by the build in `folder`."""
-    quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
+    quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
     return artifacts.artifact_path(folder, quantized["artifact"], "predict")
 
 
 def labels_of(model: Path, folder: Path) -> list[str]:
     """Class names: labels.txt beside the model or in the artifacts folder, else the file
     packed in a TFLite model's metadata."""
-    for candidate in (model.parent / metadata.LABELS_FILE, folder / metadata.LABELS_FILE):
+    for candidate in (model.parent / layout.LABELS, folder / layout.LABELS):
         if candidate.is_file():
             return candidate.read_text(encoding="utf-8").splitlines()
     if model.suffix == ".tflite" and zipfile.is_zipfile(model):
         with zipfile.ZipFile(model) as packed:
-            if metadata.LABELS_FILE in packed.namelist():
-                return packed.read(metadata.LABELS_FILE).decode("utf-8").splitlines()
-    raise EdgefireError(f"{model}: no class names (no {metadata.LABELS_FILE} beside it or in "
+            if layout.LABELS in packed.namelist():
+                return packed.read(layout.LABELS).decode("utf-8").splitlines()
+    raise EdgefireError(f"{model}: no class names (no {layout.LABELS} beside it or in "
                         "its metadata)")
 
 
 def contract_of(model: Path, folder: Path, runner) -> InputContract:
     """The build's contract when its train.json is at hand, else the model's own input size."""
-    train = folder / "train.json"
+    train = folder / layout.record("train")
     if train.is_file():
         return of_build(artifacts.read_json(train, "training metadata"))
     return InputContract(size=runner.input_size)

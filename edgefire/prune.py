@@ -5,29 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
-from edgefire import artifacts, data
-from edgefire import train as training
+from edgefire import artifacts, data, fitting, layout, models
 from edgefire.config import PruneConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras, seed_everything
 
-MODEL = "pruned.h5"
-
-
-def kernel_sparsity(model, names=None) -> dict:
-    """Measured fraction of zeros in each convolution kernel, and over those kernels together."""
-    layers = [layer for layer in model.layers if isinstance(layer, keras().layers.Conv2D)
-              and (names is None or layer.name in names)]
-    per_layer, zeros, total = {}, 0, 0
-    for layer in layers:
-        kernel = layer.get_weights()[0]
-        per_layer[layer.name] = float(np.mean(kernel == 0))
-        zeros += int(np.sum(kernel == 0))
-        total += kernel.size
-    return {"layers": per_layer, "overall": zeros / total if total else 0.0}
+MODEL = layout.PRUNED
 
 
 def pruning_schedule(config: PruneConfig, steps_per_epoch: int):
@@ -82,48 +66,45 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     wrapped = wrap_for_pruning(model, config, steps)
     schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate,
                                                         config.epochs * steps)
-    training.compile_model(wrapped, schedule, train_config["label_smoothing"], config.optimizer)
+    fitting.compile_model(wrapped, schedule, train_config["label_smoothing"], config.optimizer)
     stage_config = {**as_dict(config), "seed": train_config["seed"]}
-    history, _ = training.fit_epochs(wrapped, splits, folder, "prune", stage_config, contract,
+    history, _ = fitting.fit_epochs(wrapped, splits, folder, "prune", stage_config, contract,
                                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
     models.set_dropout(pruned, models.DROPOUT)
     return pruned, history
 
 
+def inputs(folder: Path) -> list[Path]:
+    """What prune reads: the trained model (checked intact)."""
+    return [artifacts.artifact_path(folder, layout.TRAINED, "prune")]
+
+
 def run(config: PruneConfig, folder: Path, data_override: str | None = None) -> dict:
     """Prune the trained model of the artifacts folder and record the measured sparsity."""
-    trained_path = artifacts.artifact_path(folder, training.MODEL, "prune")
-    meta = artifacts.read_json(folder / "train.json", "training metadata")
-    model = training.load_model(trained_path)
+    trained_path, = inputs(folder)
+    meta = artifacts.read_json(folder / layout.record("train"), "training metadata")
+    model = models.load_model(trained_path)
     unknown = sorted(set(config.keep_dense) - {layer.name for layer in model.layers})
     if unknown:
         raise EdgefireError(f"--keep-dense names layers the model does not have: {unknown}")
     train_config, contract = meta["config"], of_build(meta)
     _, splits = data.of_build(meta, data_override)
-    check_input_shape(model, splits, trained_path)
-    before = training.accuracy(model, splits.x_val, splits.y_val, contract)
+    models.check_input_shape(model, splits, trained_path)
+    before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
     pruned, history = prune_model(model, config, splits, folder, train_config, contract)
-    after = training.accuracy(pruned, splits.x_val, splits.y_val, contract)
+    after = fitting.accuracy(pruned, splits.x_val, splits.y_val, contract)
     names = pruned_layer_names(pruned, config)
     result = {"stage": "prune", "config": as_dict(config), "target_sparsity": config.sparsity,
-              "sparsity": kernel_sparsity(pruned, names),
-              "model_sparsity": kernel_sparsity(pruned)["overall"],
+              "sparsity": models.kernel_sparsity(pruned, names),
+              "model_sparsity": models.kernel_sparsity(pruned)["overall"],
               "val_accuracy_before": before, "val_accuracy_after": after, "history": history}
     with artifacts.output_set():
-        training.save_model(pruned, folder / MODEL)
-        artifacts.write_json(folder / "prune.json", result)
-    artifacts.record_stage(folder, "prune", [folder / MODEL, folder / "prune.json"],
+        models.save_model(pruned, folder / MODEL)
+        artifacts.write_json(folder / layout.record("prune"), result)
+    artifacts.record_stage(folder, "prune", [folder / MODEL, folder / layout.record("prune")],
                            [trained_path], as_dict(config))
-    training.remove_checkpoint(folder, "prune")
+    fitting.remove_checkpoint(folder, "prune")
     return result
 
-
-def check_input_shape(model, splits: data.Splits, model_path: Path) -> None:
-    """The model must take the data's image shape and give one score per class."""
-    want = (tuple(splits.x_train.shape[1:]), len(splits.classes))
-    have = (tuple(model.input_shape[1:]), model.output_shape[-1])
-    if have != want:
-        raise EdgefireError(f"{model_path}: model takes {have[0]} with {have[1]} classes, the "
-                            f"data has {want[0]} with {want[1]} classes")
 

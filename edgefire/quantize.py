@@ -15,25 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, metadata
-from edgefire import prune as pruning
-from edgefire import train as training
-from edgefire.config import QuantizeConfig, as_dict
+from edgefire import artifacts, data, fitting, layout, metadata, models
+from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
-
-PRECISION = {"int8": "int8", "float16": "float16", "dynamic": "dynamic", "none": "float32"}
 
 
 def source_model(folder: Path) -> Path:
     """The float reference: the pruned model when it was made from the current trained one."""
     manifest = artifacts.load_manifest(folder)["artifacts"]
-    trained = manifest.get(training.MODEL)
-    pruned = manifest.get(pruning.MODEL)
-    if pruned and trained and pruned["inputs"].get(training.MODEL) == trained["sha256"]:
-        return artifacts.artifact_path(folder, pruning.MODEL, "quantize")
-    return artifacts.artifact_path(folder, training.MODEL, "quantize")
+    trained = manifest.get(layout.TRAINED)
+    pruned = manifest.get(layout.PRUNED)
+    if pruned and trained and pruned["inputs"].get(layout.TRAINED) == trained["sha256"]:
+        return artifacts.artifact_path(folder, layout.PRUNED, "quantize")
+    return artifacts.artifact_path(folder, layout.TRAINED, "quantize")
 
 
 def calibration_indices(splits: data.Splits, count: int, seed: int) -> np.ndarray:
@@ -128,10 +124,10 @@ def quantization_aware(model, config: QuantizeConfig, splits: data.Splits, folde
     steps = math.ceil(len(splits.y_train) / config.batch_size)
     schedule = keras().optimizers.schedules.CosineDecay(config.qat_learning_rate,
                                                         config.qat_epochs * steps)
-    training.compile_model(qat, schedule, label_smoothing)
+    fitting.compile_model(qat, schedule, label_smoothing)
     callbacks = [KeepZeros(qat).callback()] if pruned else []
     stage_config = {**as_dict(config), "epochs": config.qat_epochs, "seed": seed}
-    history, _ = training.fit_epochs(qat, splits, folder, "qat", stage_config, contract,
+    history, _ = fitting.fit_epochs(qat, splits, folder, "qat", stage_config, contract,
                                      callbacks)
     return qat, history
 
@@ -152,19 +148,20 @@ def tensor_details(tflite: bytes) -> dict:
     return details
 
 
-def output_name(arch: str, mode: str) -> str:
-    return f"{arch}_{PRECISION[mode]}.tflite"
+def inputs(folder: Path) -> list[Path]:
+    """What quantize reads: the float reference (checked intact)."""
+    return [source_model(folder)]
 
 
 def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) -> dict:
     """Write the quantized TFLite model and its metadata into the artifacts folder."""
-    model_path = source_model(folder)
-    meta = artifacts.read_json(folder / "train.json", "training metadata")
+    model_path, = inputs(folder)
+    meta = artifacts.read_json(folder / layout.record("train"), "training metadata")
     train_config, contract = meta["config"], of_build(meta)
-    model = training.load_model(model_path)
+    model = models.load_model(model_path)
     dataset, splits = data.of_build(meta, data_override)
-    pruning.check_input_shape(model, splits, model_path)
-    sparsity = pruning.kernel_sparsity(model)["overall"]
+    models.check_input_shape(model, splits, model_path)
+    sparsity = models.kernel_sparsity(model)["overall"]
     indices = calibration_indices(splits, config.calibration_samples, train_config["seed"])
     history = {}
     if config.qat:
@@ -176,9 +173,9 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
     tflite = metadata.attach(tflite, train_config["arch"], meta["classes"], contract)
     details = tensor_details(tflite)
     check_raw_pixel_input(details, config, contract)
-    out = folder / output_name(train_config["arch"], config.mode)
+    out = folder / layout.deployable(train_config["arch"], PRECISIONS[config.mode], "tflite")
     result = {"stage": "quantize", "config": as_dict(config), "source": model_path.name,
-              "mode": config.mode, "precision": PRECISION[config.mode], "artifact": out.name,
+              "mode": config.mode, "precision": PRECISIONS[config.mode], "artifact": out.name,
               "sparse_encoding": sparse, "sparsity": sparsity,
               "qat_sparsity": qat_sparsity(model) if config.qat else None,
               "calibration": {"split": "train", "seed": train_config["seed"],
@@ -187,12 +184,13 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
               "tensors": details, "qat_history": history}
     with artifacts.output_set():
         artifacts.write_bytes(out, tflite)
-        artifacts.write_json(folder / "quantize.json", result)
+        artifacts.write_json(folder / layout.record("quantize"), result)
     names = {"input_names": [details["input"]["name"]],
              "output_names": [details["output"]["name"]]}
-    artifacts.record_stage(folder, "quantize", [out, folder / "quantize.json"], [model_path],
+    artifacts.record_stage(folder, "quantize", [out, folder / layout.record("quantize")],
+                           [model_path],
                            as_dict(config), {out.name: names})
-    training.remove_checkpoint(folder, "qat")
+    fitting.remove_checkpoint(folder, "qat")
     return result
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgefire import artifacts
+from edgefire.layout import CONFUSION_PNG, REPORT_JSON, REPORT_MD, REPORT_PNG
 
-REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
-CONFUSION_PNG = "confusion.png"
 OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_PNG, CONFUSION_PNG)
 FAILED = " ✗"
 

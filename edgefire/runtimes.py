@@ -107,7 +107,7 @@ class OnnxRunner:
 
 class KerasRunner:
     def __init__(self, path: Path, threads: int | None, contract: InputContract):
-        from edgefire.train import load_model
+        from edgefire.models import load_model
 
         self.model, self.contract = load_model(path), contract
         self.input_size = int(self.model.input_shape[1])

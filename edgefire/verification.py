@@ -14,18 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import __version__, artifacts, data, report, runtimes
+from edgefire import __version__, artifacts, data, layout, report, runtimes
 from edgefire.config import VerifyConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, GateFailed
-
-PRECISIONS = ("float32", "float16", "dynamic", "int8")
-
-
-def precision_of(name: str) -> str:
-    """Precision from the artifact's name (`<arch>_<precision>.<ext>`)."""
-    stem = Path(name).stem
-    return next((p for p in PRECISIONS if stem.endswith(f"_{p}")), "float32")
 
 
 def weight_sparsity(path: Path, runner) -> float | None:
@@ -89,15 +81,15 @@ def time_throughput(runner, images: np.ndarray, batch: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def measure(path: Path, x_test: np.ndarray, y_test: np.ndarray, config: VerifyConfig,
-            contract: InputContract, classes: int) -> dict:
+def measure(path: Path, precision: str, x_test: np.ndarray, y_test: np.ndarray,
+            config: VerifyConfig, contract: InputContract, classes: int) -> dict:
     """Everything verify reports about one artifact, except its comparison with the reference."""
     runner = runtimes.open_model(path, contract=contract)
     predicted = runtimes.predict(runner, x_test)
     raw = path.read_bytes()
     return {
         "name": path.name, "path": path.name, "format": runtimes.format_of(path),
-        "precision": precision_of(path.name), "bytes": len(raw),
+        "precision": precision, "bytes": len(raw),
         "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0)),
         "sha256": artifacts.sha256(path), "under_target": len(raw) <= config.max_bytes,
         "accuracy": float(np.mean(predicted == y_test)),
@@ -133,33 +125,47 @@ def gates(rows: list[dict], gated: set[str], config: VerifyConfig) -> list[dict]
     return result
 
 
-def artifacts_to_verify(folder: Path) -> tuple[str, list[str], set[str]]:
-    """The float reference, every deployable file, and the gated ones.
+def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str]]:
+    """The float reference, every file to measure with its precision, and the gated ones.
 
     The whole set is checked first: every file present, intact and made from the current
     version of its inputs, so a stale or incomplete set is never certified.
     """
-    exported = artifacts.read_json(folder / "export.json", "export metadata")
-    quantized = artifacts.read_json(folder / "quantize.json", "quantize metadata")
-    names = [exported["source"], *exported["deployables"]]
-    artifacts.check_set(folder, [*names, exported["labels"], "train.json", "quantize.json",
-                                 "export.json"], "verify")
-    gated = {n for n in exported["deployables"] if precision_of(n) == quantized["precision"]}
-    return exported["source"], names, gated
+    exported = artifacts.read_json(folder / layout.record("export"), "export metadata")
+    quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
+    if any("precision" not in entry for entry in exported["deployables"].values()):
+        raise EdgefireError(f"{folder / layout.record('export')}: written by an older edgefire "
+                            "(no precision per file): run `edgefire export` again")
+    precisions = {exported["source"]: "float32",
+                  **{name: entry["precision"] for name, entry in exported["deployables"].items()}}
+    names = list(precisions)
+    artifacts.check_set(folder, [*names, exported["labels"],
+                                 *(layout.record(s) for s in ("train", "quantize", "export"))],
+                        "verify")
+    gated = {name for name, entry in exported["deployables"].items()
+             if entry["precision"] == quantized["precision"]}
+    return exported["source"], precisions, gated
+
+
+def inputs(folder: Path) -> list[Path]:
+    """What verify measures: the float reference and every deployable of export.json."""
+    exported = artifacts.read_json(folder / layout.record("export"), "export metadata")
+    return [folder / exported["source"], *(folder / name for name in exported["deployables"])]
 
 
 def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
-    reference, names, gated = artifacts_to_verify(folder)
-    train_meta = artifacts.read_json(folder / "train.json", "training metadata")
+    reference, precisions, gated = artifacts_to_verify(folder)
+    names = list(precisions)
+    train_meta = artifacts.read_json(folder / layout.record("train"), "training metadata")
     source = data_override or train_meta["config"]["data"]
     contract = of_build(train_meta)
     dataset = data.load(source, contract.size)
     if tuple(dataset.classes) != tuple(train_meta["classes"]):
         raise EdgefireError(f"{source}: classes {list(dataset.classes)} differ from the "
                             f"model's {train_meta['classes']}")
-    rows = [measure(folder / name, dataset.x_test, dataset.y_test, config, contract,
-                    len(dataset.classes)) for name in names]
+    rows = [measure(folder / name, precision, dataset.x_test, dataset.y_test, config,
+                    contract, len(dataset.classes)) for name, precision in precisions.items()]
     ref = rows[0]
     for row in rows:
         row["accuracy_drop"] = round((ref["accuracy"] - row["accuracy"]) * 100, 2)

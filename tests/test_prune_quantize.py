@@ -40,8 +40,7 @@ def test_pruned_layers_reach_the_target_within_one_point(pruned_folder):
 
 
 def test_keep_dense_layers_stay_dense(pruned_folder):
-    from edgefire.prune import kernel_sparsity
-    from edgefire.train import load_model
+    from edgefire.models import kernel_sparsity, load_model
 
     pruned = load_model(pruned_folder / "pruned.h5")
     sparsity = kernel_sparsity(pruned)["layers"]

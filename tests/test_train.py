@@ -68,7 +68,7 @@ def test_folding_batch_norm_gives_the_plain_model_with_the_same_outputs(arch):
 
 def _batches(first_epoch, count, seed=0):
     from edgefire.contract import InputContract
-    from edgefire.train import training_dataset
+    from edgefire.fitting import training_dataset
 
     x = np.arange(20 * 32 * 32 * 3, dtype=np.uint8).reshape(20, 32, 32, 3)
     ds = training_dataset(x, np.arange(20), 8, seed, first_epoch, True, InputContract())
@@ -91,7 +91,7 @@ def test_training_batches_are_a_permutation_per_epoch_and_resume_exactly():
 def test_train_writes_a_reloadable_model_history_plot_and_metadata(trained_folder,
                                                                     image_folder):
     from edgefire import data
-    from edgefire.train import load_model
+    from edgefire.models import load_model
 
     meta = json.loads((trained_folder / "train.json").read_text())
     model = load_model(trained_folder / "trained.h5")
