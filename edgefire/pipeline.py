@@ -23,8 +23,6 @@ from edgefire.config import (
 )
 from edgefire.errors import EdgefireError
 
-BUILD_LOG = layout.BUILD_LOG
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -89,5 +87,5 @@ def run(plan: Plan, folder: Path, echo=print) -> dict:
         echo(f"< {stage.name} done in {seconds:.0f} s")
         log["stages"][stage.name] = {"status": "ran", "seconds": seconds}
     log["seconds"] = round(time.perf_counter() - start, 1)
-    artifacts.write_json(folder / BUILD_LOG, log)
+    artifacts.write_json(folder / layout.BUILD_LOG, log)
     return report.load(folder)  # verify's, whether it ran now or was up to date
