@@ -50,7 +50,7 @@ class OneLineErrors(TyperGroup):
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
                   rich_markup_mode=None, pretty_exceptions_enable=False,
-                  help="Train, prune, quantize, export and verify a tiny CIFAR-10 SqueezeNet.")
+                  help="Train, prune, quantize, export and verify a tiny image classifier.")
 
 
 def artifacts_folder(value: str | Path) -> Path:
@@ -61,6 +61,7 @@ def artifacts_folder(value: str | Path) -> Path:
         raise typer.BadParameter("must not be empty (use . for the current folder)",
                                  param_hint="'--artifacts'")
     return Path(value)
+
 
 T, P, Q, E, V = (defaults.TrainConfig(), defaults.PruneConfig(), defaults.QuantizeConfig(),
                  defaults.ExportConfig(), defaults.VerifyConfig())
@@ -85,7 +86,7 @@ DataOverrideOpt = Annotated[str | None, typer.Option(
 def _group(verbose: Annotated[bool, typer.Option(
         "--verbose", help="Show TensorFlow's and the converters' own log lines.")] = False
            ) -> None:
-    """Train, prune, quantize, export and verify a tiny CIFAR-10 SqueezeNet."""
+    """Train, prune, quantize, export and verify a tiny image classifier."""
     if verbose:
         os.environ["EDGEFIRE_VERBOSE"] = "1"
 
