@@ -18,10 +18,23 @@ def describe_failure(gate: dict) -> str:
         return (f"{gate['artifact']} is {value:,} bytes, {value - limit:,} over the "
                 f"{limit:,}-byte target")
     if gate["metric"] == "accuracy_drop":
-        return (f"{gate['artifact']} drops {value:.2f} points from the float reference, "
-                f"{value - limit:.2f} more than the {limit:.2f} allowed")
-    return (f"{gate['artifact']} has accuracy {value:.4f}, {limit - value:.4f} under the "
-            f"minimum {limit:.4f}")
+        return (f"{gate['artifact']} drops {value:.2f} points from the float reference"
+                f"{_uncertainty(gate)}, {value - limit:.2f} more than the {limit:.2f} "
+                "allowed")
+    return (f"{gate['artifact']} has accuracy {value:.4f}{_uncertainty(gate)}, "
+            f"{limit - value:.4f} under the minimum {limit:.4f}")
+
+
+def _uncertainty(gate: dict) -> str:
+    """" (95% CI a to b, McNemar p = c)" where the report has them (older reports may not)."""
+    parts = []
+    if "ci95" in gate:
+        low, high = gate["ci95"]
+        digits = 2 if gate["metric"] == "accuracy_drop" else 4
+        parts.append(f"95% CI {low:.{digits}f} to {high:.{digits}f}")
+    if "mcnemar_p" in gate:
+        parts.append(f"McNemar p = {gate['mcnemar_p']:.3g}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def table(result: dict) -> list[str]:
@@ -69,6 +82,24 @@ def class_table(result: dict) -> list[str]:
     return lines
 
 
+def stats_note() -> str:
+    from edgefire import stats
+
+    return f"{stats.RESAMPLES:,} bootstrap resamples of the test images (seed {stats.SEED})"
+
+
+def uncertainty_table(result: dict) -> list[str]:
+    lines = ["| artifact | top-1 | 95% CI | drop (points) | 95% CI | McNemar p |",
+             "|---|---:|---|---:|---|---:|"]
+    for row in result["artifacts"]:
+        low, high = row["accuracy_ci95"]
+        drop_low, drop_high = row["drop_ci95"]
+        lines.append(f"| {row['name']} | {row['accuracy']:.2%} | {low:.2%} to {high:.2%} | "
+                     f"{row['accuracy_drop']:.2f} | {drop_low:.2f} to {drop_high:.2f} | "
+                     f"{row['mcnemar_p']:.3g} |")
+    return lines
+
+
 def confusion_table(row: dict, classes: list[str]) -> list[str]:
     """The confusion matrix as markdown: rows are true classes, columns predicted ones."""
     lines = ["| true \\ predicted | " + " | ".join(classes) + " |",
@@ -88,6 +119,11 @@ def markdown(result: dict) -> str:
              "Accuracy is top-1 measured by running each file in its own runtime (Keras, "
              "LiteRT interpreter, onnxruntime); latency is batch 1 on one thread.", "",
              *table(result), "", "Gates:", *gates, ""]
+    if "accuracy_ci95" in result["artifacts"][0]:
+        lines += ["## Uncertainty", "",
+                  f"95% intervals from {stats_note()}; McNemar's exact p-value of the images "
+                  "only one of the file and the reference gets right.", "",
+                  *uncertainty_table(result), ""]
     if "classes" in result:
         shown = focus(result)
         lines += ["## Per-class top-1", "", *class_table(result), "",

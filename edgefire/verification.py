@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import __version__, artifacts, data, layout, report, runtimes
+from edgefire import __version__, artifacts, data, layout, report, runtimes, stats
 from edgefire.config import VerifyConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, GateFailed
@@ -119,10 +119,30 @@ def gates(rows: list[dict], gated: set[str], config: VerifyConfig) -> list[dict]
         if config.min_accuracy is not None:
             checks.append(("accuracy", config.min_accuracy, row["accuracy"],
                            row["accuracy"] >= config.min_accuracy))
+        uncertainty = {"accuracy_drop": {"ci95": row["drop_ci95"], "mcnemar_p": row["mcnemar_p"]},
+                       "accuracy": {"ci95": row["accuracy_ci95"]}}
         result += [{"name": f"{row['name']} {what}", "artifact": row["name"], "metric": what,
-                    "limit": limit, "value": value, "passed": bool(ok)}
+                    "limit": limit, "value": value, "passed": bool(ok),
+                    **uncertainty.get(what, {})}
                    for what, limit, value, ok in checks]
     return result
+
+
+def compare_with_reference(rows: list[dict], labels: np.ndarray) -> None:
+    """Each row's drop and agreement against the first (the reference), with the 95%
+    bootstrap intervals of its accuracy and drop and McNemar's p-value."""
+    ref = rows[0]
+    resampled = stats.resamples(len(labels))
+    ref_correct = ref["_predicted"] == labels
+    for row in rows:
+        correct = row["_predicted"] == labels
+        row["accuracy_drop"] = round((ref["accuracy"] - row["accuracy"]) * 100, 2)
+        row["agreement"] = float(np.mean(row["_predicted"] == ref["_predicted"]))
+        row["accuracy_ci95"] = stats.accuracy_interval(correct, resampled)
+        row["drop_ci95"] = stats.drop_interval(ref_correct, correct, resampled)
+        row["mcnemar_p"] = stats.mcnemar_p(ref_correct, correct)
+    for row in rows:
+        del row["_predicted"]
 
 
 def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str]]:
@@ -166,12 +186,7 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
                             f"model's {train_meta['classes']}")
     rows = [measure(folder / name, precision, dataset.x_test, dataset.y_test, config,
                     contract, len(dataset.classes)) for name, precision in precisions.items()]
-    ref = rows[0]
-    for row in rows:
-        row["accuracy_drop"] = round((ref["accuracy"] - row["accuracy"]) * 100, 2)
-        row["agreement"] = float(np.mean(row.pop("_predicted") == ref["_predicted"])
-                                 if row is not ref else 1.0)
-    ref.pop("_predicted", None)
+    compare_with_reference(rows, dataset.y_test)
     result = {
         "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "edgefire_version": __version__,

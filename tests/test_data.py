@@ -155,3 +155,4 @@ def test_failed_download_says_no_network_and_how_to_pass_a_copy(monkeypatch, tmp
     monkeypatch.setattr(data, "CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     with pytest.raises(EdgefireError, match="no network.*--data PATH"):
         data.load("cifar10")
+

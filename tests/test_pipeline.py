@@ -63,7 +63,8 @@ def test_report_json_follows_the_contract(built):
                                "resize": contract.RESIZE}
     keys = {"name", "path", "format", "precision", "bytes", "gzip_bytes", "sha256",
             "under_target", "accuracy", "accuracy_drop", "agreement", "latency_ms",
-            "throughput_ips", "sparsity", "class_accuracy", "confusion"}
+            "throughput_ips", "sparsity", "class_accuracy", "confusion", "accuracy_ci95",
+            "drop_ci95", "mcnemar_p"}
     names = [a["name"] for a in report["artifacts"]]
     assert names == [report["reference"], *DEPLOYABLES]
     for artifact in report["artifacts"]:
@@ -76,6 +77,19 @@ def test_report_json_follows_the_contract(built):
     assert all({"name", "limit", "value", "passed"} <= set(g) for g in report["gates"])
     assert (built / "report.md").exists() and (built / "report.png").read_bytes()[:4] == \
         b"\x89PNG"
+
+
+def test_report_gives_each_accuracy_and_drop_with_its_interval(built):
+    report = json.loads((built / "report.json").read_text())
+    for row in report["artifacts"]:
+        low, high = row["accuracy_ci95"]
+        assert low <= row["accuracy"] <= high and high - low < 0.5
+        drop_low, drop_high = row["drop_ci95"]
+        assert drop_low <= row["accuracy_drop"] <= drop_high
+        assert 0 <= row["mcnemar_p"] <= 1
+    assert report["artifacts"][0]["drop_ci95"] == [0, 0]  # the reference against itself
+    drop_gates = [g for g in report["gates"] if g["metric"] == "accuracy_drop"]
+    assert drop_gates and all("ci95" in g and "mcnemar_p" in g for g in drop_gates)
 
 
 def test_report_accuracy_equals_an_independent_evaluation(built, image_folder):
