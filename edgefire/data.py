@@ -80,6 +80,7 @@ def _resized(dataset: Dataset, size: int) -> Dataset:
     """A 32x32 CIFAR-10 source at the build's size (the contract's resize)."""
     if size == dataset.x_train.shape[1]:
         return dataset
+    check_memory(len(dataset.y_train) + len(dataset.y_test), size, Path(dataset.source))
     return replace(dataset, x_train=_resize_all(dataset.x_train, size),
                    x_test=_resize_all(dataset.x_test, size))
 

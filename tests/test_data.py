@@ -156,3 +156,11 @@ def test_failed_download_says_no_network_and_how_to_pass_a_copy(monkeypatch, tmp
     with pytest.raises(EdgefireError, match="no network.*--data PATH"):
         data.load("cifar10")
 
+
+
+def test_a_cifar_source_resized_beyond_memory_is_refused(cifar_folder, monkeypatch):
+    from edgefire.errors import EdgefireError
+
+    monkeypatch.setattr(data, "available_memory", lambda: 1000)
+    with pytest.raises(EdgefireError, match=r"600 images at 96x96 need 0.0 GB decoded"):
+        data.load(str(cifar_folder), 96)
