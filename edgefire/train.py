@@ -86,17 +86,19 @@ def run(config: TrainConfig, folder: Path) -> dict:
     artifacts.ensure_folder(folder)
     dataset = data.load(config.data, config.image_size)
     splits = data.split(dataset, config.val_size, config.seed, config.limit)
+    fingerprint, classes = dataset.fingerprint, list(dataset.classes)
+    del dataset  # the splits hold what training needs: keep one copy of the images, not two
     start = time.perf_counter()
     model, history, epochs_run = train_model(config, splits, folder)
     wall = time.perf_counter() - start
     val_accuracy = fitting.accuracy(model, splits.x_val, splits.y_val, config.contract)
     meta = {
         "stage": "train", "config": as_dict(config), "seed": config.seed,
-        "data": {"source": config.data, "fingerprint": dataset.fingerprint,
+        "data": {"source": config.data, "fingerprint": fingerprint,
                  "train_images": int(len(splits.y_train)),
                  "val_images": int(len(splits.y_val)),
-                 "test_images": int(len(dataset.y_test))},
-        "classes": list(dataset.classes), "input_shape": list(config.contract.shape),
+                 "test_images": int(len(splits.y_test))},
+        "classes": classes, "input_shape": list(config.contract.shape),
         "input": config.contract.to_json(), "class_counts": data.class_counts(splits),
         "epochs": config.epochs, "epochs_run": epochs_run, "wall_seconds": round(wall, 1),
         "images_per_second": round(len(splits.y_train) * epochs_run / wall, 1),
