@@ -273,6 +273,8 @@ def read_image(file: Path, size: int) -> np.ndarray:
             image.seek(0)  # GIF, TIFF: the first frame
             image = ImageOps.exif_transpose(image)
             return resize(_rgb(image), size)
+    except Image.DecompressionBombError as exc:  # Pillow's guard against huge pixel counts
+        raise EdgefireError(f"{file}: image too large to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise EdgefireError(f"{file}: unreadable or corrupt image ({exc})") from None
 

@@ -99,6 +99,15 @@ def test_exif_orientation_is_applied(tmp_path):
     assert upright[2, 16, 0] > 200 and upright[29, 16, 0] < 60  # red on top once upright
 
 
+def test_an_image_past_pillows_pixel_limit_is_one_line(tmp_path, monkeypatch):
+    from edgefire.errors import EdgefireError
+
+    photo((64, 48), (10, 20, 30), 1).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 3,072 pixels is then "too many"
+    with pytest.raises(EdgefireError, match="huge.png: image too large to decode safely"):
+        data.read_image(tmp_path / "huge.png", 32)
+
+
 def test_sixteen_bit_images_are_scaled_to_eight(tmp_path):
     gray = np.array([[0, 65535], [32896, 65535]], dtype=np.uint16)
     Image.fromarray(gray).save(tmp_path / "scan.png")
