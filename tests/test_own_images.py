@@ -182,6 +182,20 @@ def test_degenerate_datasets_are_one_line_naming_the_class(case, own_folder, tmp
     assert not (tmp_path / "a" / "trained.h5").exists()
 
 
+def test_two_classes_train_a_two_way_classifier(own_folder, tmp_path):
+    import shutil
+
+    root = Path(shutil.copytree(own_folder, tmp_path / "two"))
+    _only(root, {"café": 30, "猫": 30})
+    folder = tmp_path / "a"
+    result = invoke("train", "--data", str(root), "--artifacts", str(folder), "--epochs", "1",
+                    "--batch-size", "16", "--image-size", "24")
+    assert result.exit_code == 0, result.output
+    train = json.loads((folder / "train.json").read_text())
+    assert train["classes"] == ["café", "猫"] and train["input"]["size"] == [24, 24]
+    assert train["parameters"] == 122_986 - 8 * (256 + 1)  # conv10 has 2 filters
+
+
 def test_image_size_outside_the_architecture_range_is_refused(tmp_path):
     result = invoke("train", "--image-size", "4", "--artifacts", str(tmp_path))
     assert result.exit_code == 2
