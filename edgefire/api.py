@@ -113,9 +113,9 @@ def build(artifacts: str | Path = "artifacts", *, config: str | Path | None = No
     """
     from edgefire import pipeline
 
-    given = {name: values for name, values in (("train", train), ("prune", prune),
-                                                ("quantize", quantize), ("export", export),
-                                                ("verify", verify)) if values}
+    sections = {"train": train, "prune": prune, "quantize": quantize, "export": export,
+                "verify": verify}
+    given = {name: values for name, values in sections.items() if values}
     sources = [project_settings(), read_settings(Path(config)) if config else {},
                checked(given, "build()")]
     return pipeline.run(plan(merged(*sources), force), Path(artifacts), echo=echo)

@@ -134,7 +134,7 @@ def load_manifest(folder: Path) -> dict:
         if not isinstance(manifest, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
-        raise EdgefireError(f"{path}: manifest is unreadable ({_one_line(exc)}): start over "
+        raise EdgefireError(f"{path}: manifest is unreadable ({exc}): start over "
                             "with `edgefire build --force` or use a new --artifacts folder"
                             ) from None
     if manifest.get("schema") != SCHEMA:
@@ -153,10 +153,6 @@ def set_aside_manifest(folder: Path) -> Path | None:
         aside = folder / f"{MANIFEST}.unreadable"
         os.replace(folder / MANIFEST, aside)
         return aside
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Path],

@@ -240,11 +240,14 @@ def _load_cifar_archive(archive: Path) -> Dataset:
 # --- image folders -------------------------------------------------------------------------
 
 
+def hidden(name: str) -> bool:
+    """Names no dataset means: dot-names (.DS_Store, .ipynb_checkpoints) and Thumbs.db."""
+    return name.startswith(".") or name.lower() == "thumbs.db"
+
+
 def _visible(folder: Path) -> list[Path]:
-    """Entries of a folder, without hidden ones (dot-names: .DS_Store, .ipynb_checkpoints)
-    or Windows' Thumbs.db."""
-    return sorted(p for p in folder.iterdir()
-                  if not p.name.startswith(".") and p.name.lower() != "thumbs.db")
+    """Entries of a folder, without hidden ones."""
+    return sorted(p for p in folder.iterdir() if not hidden(p.name))
 
 
 def _class_folders(split: Path) -> list[str]:

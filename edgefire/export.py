@@ -174,7 +174,8 @@ class Sources:
                                              "quantize metadata")
         self.train_meta = artifacts.read_json(folder / layout.record("train"),
                                               "training metadata")
-        self.model_path, self.quantized_path = inputs(folder)
+        self.inputs = inputs(folder)
+        self.model_path, self.quantized_path = self.inputs
         self.model = models.load_model(self.model_path)
         self.arch, self.contract = self.train_meta["config"]["arch"], of_build(self.train_meta)
         self.notes: dict = {}  # what a maker chose, for export.json
@@ -254,6 +255,6 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
                              metadata.labels_text(sources.train_meta["classes"]))
         artifacts.write_json(folder / layout.record("export"), result)
     outputs = [folder / name for name in [*content, layout.LABELS, layout.record("export")]]
-    artifacts.record_stage(folder, "export", outputs, inputs(folder), as_dict(config),
+    artifacts.record_stage(folder, "export", outputs, sources.inputs, as_dict(config),
                            deployables)
     return result

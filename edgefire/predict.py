@@ -38,12 +38,12 @@ def labels_of(model: Path, folder: Path) -> list[str]:
                         "its metadata)")
 
 
-def contract_of(model: Path, folder: Path, runner) -> InputContract:
-    """The build's contract when its train.json is at hand, else the model's own input size."""
+def build_contract(folder: Path) -> InputContract | None:
+    """The build's contract when its train.json is at hand."""
     train = folder / layout.record("train")
     if train.is_file():
         return of_build(artifacts.read_json(train, "training metadata"))
-    return InputContract(size=runner.input_size)
+    return None
 
 
 def image_files(paths: list[Path]) -> list[Path]:
@@ -57,7 +57,7 @@ def image_files(paths: list[Path]) -> list[Path]:
             continue
         found = sorted(p for p in path.rglob("*") if p.is_file()
                        and p.suffix.lower() in data.IMAGE_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+                       and not any(data.hidden(part) for part in p.relative_to(path).parts))
         if not found:
             raise EdgefireError(f"{path}: folder has no images")
         files.extend(found)
@@ -68,15 +68,15 @@ def run(paths: list[Path], folder: Path, model: Path | None = None, top: int = 1
         batch: int = 64) -> list[dict]:
     """Top-`top` labels and scores of every image: [{"file", "top": [{"label", "score"}]}]."""
     model = model or default_model(folder)
-    runner = runtimes.open_model(model)
-    contract = contract_of(model, folder, runner)
-    runner.contract = contract
+    contract = build_contract(folder)
+    runner = runtimes.open_model(model, contract=contract)
+    size = contract.size if contract else runner.input_size  # a lone model: its own input
     labels = labels_of(model, folder)
     files = image_files(paths)
     results = []
     for start in range(0, len(files), batch):
         chunk = files[start:start + batch]
-        scores = runner.run(np.stack([data.read_image(f, contract.size) for f in chunk]))
+        scores = runner.run(np.stack([data.read_image(f, size) for f in chunk]))
         if scores.shape[1] != len(labels):
             raise EdgefireError(f"{model}: gives {scores.shape[1]} scores but there are "
                                 f"{len(labels)} labels")

@@ -47,11 +47,12 @@ def tensorflow():
             import absl.logging
 
             absl.logging.set_verbosity(absl.logging.ERROR)
+        if not os.environ.get("EDGEFIRE_VERBOSE"):
+            warnings.filterwarnings("ignore", category=UserWarning,
+                                    module="(tensorflow|tf_keras)")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
     import tensorflow as tf
 
-    if not os.environ.get("EDGEFIRE_VERBOSE"):
-        warnings.filterwarnings("ignore", category=UserWarning, module="(tensorflow|tf_keras)")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
     return tf
 
 
