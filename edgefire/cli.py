@@ -80,6 +80,10 @@ ImageSizeOpt = Annotated[int, typer.Option(
     help="Model input is N x N; images of any size are resized to it.")]
 DataOverrideOpt = Annotated[str | None, typer.Option(
     "--data", help="Override the data source recorded by train.")]
+GateRuntimesOpt = Annotated[str, typer.Option(
+    help="all: gate each file in every runtime that ran it; native: in its own runtime only.")]
+MicroImagesOpt = Annotated[int, typer.Option(
+    help="Test images (class-balanced) TFLite Micro runs; 0 = all.")]
 
 
 @app.callback()
@@ -232,16 +236,20 @@ def verify(
         help="Largest allowed top-1 drop from the float reference, in points.")] = V.max_drop,
     min_accuracy: Annotated[float | None, typer.Option(
         help="Optional floor on top-1 accuracy (0-1).")] = None,
+    gate_runtimes: GateRuntimesOpt = V.gate_runtimes,
+    micro_images: MicroImagesOpt = V.micro_images,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
 ) -> None:
-    """Run every artifact in its runtime on the test split; gate size and accuracy."""
+    """Run every artifact in every runtime that takes it on the test split; gate size and
+    accuracy."""
 
     def action():
         from edgefire import verification as stage
 
         config = defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
-                                       min_accuracy=min_accuracy)
+                                       min_accuracy=min_accuracy, gate_runtimes=gate_runtimes,
+                                       micro_images=micro_images)
         show_report(lambda: stage.run(config, artifacts, data), artifacts, "all gates passed")
 
     run_stage(action)
@@ -260,6 +268,7 @@ BUILD_FLAGS = {
     "calibration_samples": ("quantize", "calibration_samples"), "io": ("quantize", "io"),
     "opset": ("export", "opset"), "max_bytes": ("verify", "max_bytes"),
     "max_drop": ("verify", "max_drop"), "min_accuracy": ("verify", "min_accuracy"),
+    "gate_runtimes": ("verify", "gate_runtimes"), "micro_images": ("verify", "micro_images"),
 }
 
 
@@ -307,6 +316,8 @@ def build(
     max_drop: Annotated[float, typer.Option(help="Largest allowed drop, in points.")]
     = V.max_drop,
     min_accuracy: Annotated[float | None, typer.Option(help="Optional accuracy floor.")] = None,
+    gate_runtimes: GateRuntimesOpt = V.gate_runtimes,
+    micro_images: MicroImagesOpt = V.micro_images,
     force: Annotated[bool, typer.Option(help="Rerun every stage, even if up to date.")] = False,
     config: Annotated[Path | None, typer.Option(
         help="TOML file with [train], [prune], [quantize], [export], [verify] sections of "
@@ -381,12 +392,15 @@ def show_report(verification, artifacts: Path, passed: str) -> None:
     from edgefire import report
     from edgefire.errors import GateFailed
 
+    def show(result: dict) -> None:
+        typer.echo("\n".join([*report.table(result), *report.skipped(result)]))
+
     try:
         result = verification()
     except GateFailed:
-        typer.echo("\n".join(report.table(report.load(artifacts))))
+        show(report.load(artifacts))
         raise
-    typer.echo("\n".join(report.table(result)))
+    show(result)
     typer.echo(f"{passed} -> {artifacts / layout.REPORT_MD}")
 
 

@@ -129,8 +129,12 @@ class VerifyConfig:
     min_accuracy: float | None = None
     latency_runs: int = 200  # batch-1 inferences timed per artifact
     throughput_batch: int = 256
+    gate_runtimes: str = "all"  # "native": gate each file in its native runtime only
+    micro_images: int = 2000  # TFLite Micro's class-balanced test subset; 0 = every image
 
     def __post_init__(self):
+        choice(self.gate_runtimes, GATE_RUNTIMES, "--gate-runtimes")
+        in_range(self.micro_images, 0, None, "--micro-images")
         in_range(self.max_bytes, 1, None, "--max-bytes")
         in_range(self.max_drop, 0, 100, "--max-drop")
         in_range(self.min_accuracy, 0, 1, "--min-accuracy")
@@ -146,6 +150,7 @@ OPTIMIZERS = {"sgd": (0.1, 2.5e-4), "adam": (3e-3, 5e-4)}
 PRECISIONS = {"int8": "int8", "float16": "float16", "dynamic": "dynamic", "none": "float32"}
 QUANTIZE_MODES = tuple(PRECISIONS)
 IO_TYPES = ("uint8", "int8")
+GATE_RUNTIMES = ("all", "native")
 
 
 def as_dict(config) -> dict:

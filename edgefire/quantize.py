@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, fitting, layout, metadata, models
+from edgefire import artifacts, data, fitting, layout, metadata, models, quant_error
 from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
@@ -51,9 +51,9 @@ def representative_dataset(images: np.ndarray, contract: InputContract):
     return generate
 
 
-def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool,
-            contract: InputContract) -> bytes:
-    """TFLite flatbuffer bytes of `model` in `mode`; `sparse` asks for sparse weight encoding."""
+def converter(model, mode: str, io: str, calibration: np.ndarray, sparse: bool,
+              contract: InputContract):
+    """The TFLite converter of `model` set up for `mode`; `sparse` asks for sparse encoding."""
     tf = tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = [] if mode == "none" else [tf.lite.Optimize.DEFAULT]
@@ -67,9 +67,15 @@ def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool,
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8 if io == "uint8" else tf.int8
         converter.inference_output_type = tf.uint8 if io == "uint8" else tf.int8
+    return converter
+
+
+def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool,
+            contract: InputContract) -> bytes:
+    """TFLite flatbuffer bytes of `model` in `mode`; `sparse` asks for sparse weight encoding."""
     try:
         with quiet():
-            return converter.convert()
+            return converter(model, mode, io, calibration, sparse, contract).convert()
     except Exception as exc:  # the converter raises ConverterError and friends
         raise EdgefireError(f"TFLite conversion ({mode}) failed: {str(exc).splitlines()[0]}"
                             ) from None
@@ -171,6 +177,8 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
     tflite, sparse = smallest_encoding(model, config.mode, config.io, dataset.x_train[indices],
                                        sparsity, contract)
     tflite = metadata.attach(tflite, train_config["arch"], meta["classes"], contract)
+    layer_error = layer_errors(model, config, dataset.x_train[indices], splits, contract,
+                               train_config["seed"])
     details = tensor_details(tflite)
     check_raw_pixel_input(details, config, contract)
     out = folder / layout.deployable(train_config["arch"], PRECISIONS[config.mode], "tflite")
@@ -181,7 +189,7 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
               "calibration": {"split": "train", "seed": train_config["seed"],
                               "indices": [int(i) for i in indices]} if config.mode == "int8"
               else None,
-              "tensors": details, "qat_history": history}
+              "tensors": details, "layer_error": layer_error, "qat_history": history}
     with artifacts.output_set():
         artifacts.write_bytes(out, tflite)
         artifacts.write_json(folder / layout.record("quantize"), result)
@@ -192,6 +200,19 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
                            as_dict(config), {out.name: names})
     fitting.remove_checkpoint(folder, "qat")
     return result
+
+
+def layer_errors(model, config: QuantizeConfig, calibration: np.ndarray, splits: data.Splits,
+                 contract: InputContract, seed: int) -> dict | None:
+    """The debugger's per-layer error of the int8 conversion (None for other modes or without
+    validation images); a debugger failure is recorded, not fatal: it is a diagnosis."""
+    if config.mode != "int8" or len(splits.y_val) == 0:
+        return None
+    setup = converter(model, config.mode, config.io, calibration, False, contract)
+    try:
+        return quant_error.on_validation(setup, model.name, splits, contract, seed)
+    except Exception as exc:  # the debugger raises what the converter and interpreter raise
+        return {"error": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}
 
 
 def qat_sparsity(qat_model) -> dict:

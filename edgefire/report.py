@@ -17,11 +17,12 @@ def describe_failure(gate: dict) -> str:
     if gate["metric"] == "bytes":
         return (f"{gate['artifact']} is {value:,} bytes, {value - limit:,} over the "
                 f"{limit:,}-byte target")
+    where = f"{gate['artifact']} in {gate['runtime']}" if "runtime" in gate else gate["artifact"]
     if gate["metric"] == "accuracy_drop":
-        return (f"{gate['artifact']} drops {value:.2f} points from the float reference"
+        return (f"{where} drops {value:.2f} points from the float reference"
                 f"{_uncertainty(gate)}, {value - limit:.2f} more than the {limit:.2f} "
                 "allowed")
-    return (f"{gate['artifact']} has accuracy {value:.4f}{_uncertainty(gate)}, "
+    return (f"{where} has accuracy {value:.4f}{_uncertainty(gate)}, "
             f"{limit - value:.4f} under the minimum {limit:.4f}")
 
 
@@ -59,6 +60,59 @@ def table(result: dict) -> list[str]:
             f"{row['gzip_bytes']:,} | {'yes' if row['under_target'] else 'no'} | {accuracy} | "
             f"{drop} | {row['agreement']:.2%} | {row['latency_ms']:.3f} | "
             f"{row['throughput_ips']:,.0f} | {sparsity} |")
+    return lines
+
+
+def skipped(result: dict) -> list[str]:
+    """One line per runtime that did not run (not installed), however many files it missed."""
+    reasons = {name: cell["skipped"] for row in result["artifacts"]
+               for name, cell in row.get("runtimes", {}).items() if "skipped" in cell}
+    return [f"{name}: {reason}, skipped" for name, reason in reasons.items()]
+
+
+def matrix_table(result: dict) -> list[str]:
+    """Each file in each runtime: images run, top-1, drop from the reference on those images,
+    agreement with the file's native runtime, latency; or why the runtime did not run it."""
+    lines = ["| artifact | runtime | images | top-1 | drop (points) | 95% CI | agreement with "
+             "native | latency b=1 (ms) |", "|---|---|---:|---:|---:|---|---:|---:|"]
+    for row in result["artifacts"]:
+        for name, cell in row.get("runtimes", {}).items():
+            if "accuracy" not in cell:
+                why = cell.get("skipped") or cell["error"]
+                lines.append(f"| {row['name']} | {name} | - | {why} | | | | |")
+                continue
+            low, high = cell["drop_ci95"]
+            lines.append(f"| {row['name']} | {name} | {cell['images']:,} | "
+                         f"{cell['accuracy']:.2%} | {cell['accuracy_drop']:.2f} | "
+                         f"{low:.2f} to {high:.2f} | {cell['agreement']:.2%} | "
+                         f"{cell['latency_ms']:.3f} |")
+    return lines
+
+
+def microcontroller_lines(result: dict) -> list[str]:
+    """RAM (TFLite Micro arena) and flash (the file) of every file TFLite Micro ran, and why
+    it could not run the others."""
+    lines = []
+    for row in result["artifacts"]:
+        cell = row.get("runtimes", {}).get("tflite-micro")
+        if cell and "arena_bytes" in cell:
+            lines.append(f"- {row['name']}: arena {cell['arena_bytes']:,} bytes of RAM, flash "
+                         f"{row['bytes']:,} bytes (the file)")
+        elif cell and cell.get("error"):
+            lines.append(f"- {row['name']}: {cell['error']}")
+    return lines
+
+
+def layer_error_lines(error: dict) -> list[str]:
+    """The layers where int8 departs most from float, from quantize's debugger run."""
+    if "error" in error:
+        return [f"The quantization debugger could not run: {error['error']}"]
+    lines = [f"TensorFlow Lite's QuantizationDebugger on {error['images']:,} {error['split']} "
+             "images; RMSE of each quantized tensor against its float value, over its scale "
+             "(rounding alone gives about 0.29). The largest:", "",
+             "| layer | op | RMSE / scale | RMSE | scale |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['layer']} | {r['op']} | {r['rmse_over_scale']} | {r['rmse']:.4g} | "
+              f"{r['scale']:.4g} |" for r in error["layers"]]
     return lines
 
 
@@ -119,6 +173,21 @@ def markdown(result: dict) -> str:
              "Accuracy is top-1 measured by running each file in its own runtime (Keras, "
              "LiteRT interpreter, onnxruntime); latency is batch 1 on one thread.", "",
              *table(result), "", "Gates:", *gates, ""]
+    if "runtimes" in result["artifacts"][0]:
+        lines += ["## Runtimes", "",
+                  "Each file in every runtime that takes it. TFLite Micro runs one image per "
+                  "invoke on its reference kernels, on a class-balanced subset; its drop is "
+                  "measured against the float reference on the same images.", "",
+                  *matrix_table(result), "", *skipped(result), ""]
+        micro = microcontroller_lines(result)
+        if micro:
+            lines += ["## Microcontrollers", "",
+                      "TFLite Micro's allocation recorder (the Python interpreter's reference "
+                      "kernels; optimized kernels such as CMSIS-NN may need scratch memory "
+                      "of their own):", "", *micro, ""]
+    if "layer_error" in result:
+        lines += ["## Quantization error per layer", "",
+                  *layer_error_lines(result["layer_error"]), ""]
     if "accuracy_ci95" in result["artifacts"][0]:
         lines += ["## Uncertainty", "",
                   f"95% intervals from {stats_note()}; McNemar's exact p-value of the images "

@@ -1,20 +1,26 @@
-"""Load an artifact in its own runtime and run it on uint8 images.
+"""Load an artifact in a runtime and run it on uint8 images.
 
-Keras files run in tf_keras, `.tflite` in the LiteRT interpreter (ai-edge-litert) and `.onnx`
-in onnxruntime. Every runner takes uint8 NHWC pixels at the model's size exactly as a camera
-gives them and turns them into the model's input itself: the input contract's normalization
-for float inputs, and for quantized inputs the model's own scale and zero point applied to
-that.
+Each format has its native runtime: tf_keras for Keras files, the LiteRT interpreter
+(ai-edge-litert) for `.tflite`, onnxruntime for `.onnx`. The optional runtimes (extras of the
+package) run the same files as their users' devices do: OpenVINO (`.tflite` and `.onnx`) and
+TFLite Micro (`.tflite`, see `micro.py`). Every runner takes uint8 NHWC pixels at the model's
+size exactly as a camera gives them and turns them into the model's input itself: the input
+contract's normalization for float inputs, and for quantized inputs the model's own scale and
+zero point applied to that.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
+from edgefire.micro import MicroRunner
 
 FORMATS = {".h5": "keras", ".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 
@@ -37,47 +43,84 @@ def quantize_input(pixels: np.ndarray, contract: InputContract, dtype, scale: fl
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
 
+@dataclass(frozen=True)
+class TFLiteIO:
+    """A `.tflite`'s input and output tensors: how pixels become its input, and its output
+    scores (dequantized when integer)."""
+
+    dtype: type
+    input_size: int
+    input_quantization: tuple[float, int]
+    output_quantization: tuple[float, int]
+
+    def prepare(self, pixels: np.ndarray, contract: InputContract) -> np.ndarray:
+        return quantize_input(pixels, contract, self.dtype, *self.input_quantization)
+
+    def dequantize(self, scores: np.ndarray) -> np.ndarray:
+        scale, zero_point = self.output_quantization
+        if np.issubdtype(scores.dtype, np.integer) and scale:
+            return (scores.astype(np.float32) - zero_point) * scale
+        return scores.astype(np.float32)
+
+
+def _io_of(interpreter) -> TFLiteIO:
+    tensor, output = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    return TFLiteIO(tensor["dtype"], int(tensor["shape"][1]), tuple(tensor["quantization"]),
+                    tuple(output["quantization"]))
+
+
+def _litert(path: Path, threads: int | None = None):
+    """The LiteRT interpreter of a file, its tensors allocated."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgefire.tfenv import quiet
+
+    try:
+        with quiet():
+            interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise EdgefireError(f"{path}: not a valid TFLite model ({_first_line(exc)})") from None
+    return interpreter
+
+
+def tflite_io(path: Path) -> TFLiteIO:
+    return _io_of(_litert(path))
+
+
 class TFLiteRunner:
     """The LiteRT interpreter, resized to run a whole batch per invoke."""
 
     def __init__(self, path: Path, threads: int | None, contract: InputContract):
-        from ai_edge_litert.interpreter import Interpreter
-
-        from edgefire.tfenv import quiet
-
         self.path, self.contract = path, contract
-        try:
-            with quiet():
-                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-                self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise EdgefireError(f"{path}: not a valid TFLite model ({_first_line(exc)})") from None
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.interpreter = _litert(path, threads)
+        self.io = _io_of(self.interpreter)
+        self.input_size = self.io.input_size
         self.batch = 1
-        self.input_size = int(self.input["shape"][1])
 
     def _resize(self, batch: int) -> None:
         if batch != self.batch:
-            shape = [batch, *self.input["shape"][1:]]
-            self.interpreter.resize_tensor_input(self.input["index"], shape)
+            index = self.interpreter.get_input_details()[0]["index"]
+            self.interpreter.resize_tensor_input(index, [batch, *self.pixels_shape()])
             self.interpreter.allocate_tensors()
-            self.input = self.interpreter.get_input_details()[0]
-            self.output = self.interpreter.get_output_details()[0]
             self.batch = batch
+
+    def pixels_shape(self) -> list[int]:
+        return [int(v) for v in self.interpreter.get_input_details()[0]["shape"][1:]]
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """Raw output scores (dequantized to float) for a batch of uint8 images."""
         self._resize(len(pixels))
-        scale, zero_point = self.input["quantization"]
-        x = quantize_input(pixels, self.contract, self.input["dtype"], scale, zero_point)
-        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.set_tensor(self.interpreter.get_input_details()[0]["index"],
+                                    self.io.prepare(pixels, self.contract))
         self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])
-        out_scale, out_zero = self.output["quantization"]
-        if np.issubdtype(y.dtype, np.integer) and out_scale:
-            return (y.astype(np.float32) - out_zero) * out_scale
-        return y.astype(np.float32)
+        output = self.interpreter.get_output_details()[0]["index"]
+        return self.io.dequantize(self.interpreter.get_tensor(output))
+
+
+def onnx_input(pixels: np.ndarray, uint8: bool, contract: InputContract) -> np.ndarray:
+    """An ONNX model's input: the pixels themselves for a uint8 input, else normalized."""
+    return pixels if uint8 else contract.normalize(pixels)
 
 
 class OnnxRunner:
@@ -101,8 +144,34 @@ class OnnxRunner:
         self.input_size = int(self.input.shape[1])
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        x = pixels if self.input.type == "tensor(uint8)" else self.contract.normalize(pixels)
+        x = onnx_input(pixels, self.input.type == "tensor(uint8)", self.contract)
         return self.session.run(None, {self.input.name: x})[0].astype(np.float32)
+
+
+class OpenVinoRunner:
+    """OpenVINO's CPU plugin, reading the `.tflite` or `.onnx` file itself."""
+
+    def __init__(self, path: Path, threads: int | None, contract: InputContract):
+        import openvino as ov
+
+        self.contract = contract
+        self.io = tflite_io(path) if format_of(path) == "tflite" else None
+        try:
+            core = ov.Core()
+            config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+            self.model = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError and its own types
+            raise EdgefireError(f"{path}: OpenVINO cannot run it ({_first_line(exc)})") from None
+        port = self.model.inputs[0]
+        self.uint8 = port.get_element_type().to_dtype() == np.uint8
+        self.input_size = int(port.get_partial_shape()[1].get_length())
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        if self.io:
+            scores = self.model(self.io.prepare(pixels, self.contract))[self.model.outputs[0]]
+            return self.io.dequantize(scores)
+        x = onnx_input(pixels, self.uint8, self.contract)
+        return self.model(x)[self.model.outputs[0]].astype(np.float32)
 
 
 class KerasRunner:
@@ -116,18 +185,52 @@ class KerasRunner:
         return np.asarray(self.model(self.contract.normalize(pixels), training=False))
 
 
-RUNNERS = {"keras": KerasRunner, "tflite": TFLiteRunner, "onnx": OnnxRunner}
+@dataclass(frozen=True)
+class Runtime:
+    """A runtime edgefire can run files in: the formats it takes, its runner, the module that
+    is importable when it is installed and the extra of this package that installs it."""
+
+    name: str
+    formats: tuple[str, ...]
+    runner: Callable
+    module: str
+    extra: str | None = None  # None: a dependency of edgefire itself
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+    def missing(self) -> str:
+        """Why it did not run: the line a user reads."""
+        return f"not installed (pip install 'edgefire[{self.extra}]')"
+
+
+RUNTIMES = {runtime.name: runtime for runtime in (
+    Runtime("tf_keras", ("keras",), KerasRunner, "tf_keras"),
+    Runtime("litert", ("tflite",), TFLiteRunner, "ai_edge_litert"),
+    Runtime("onnxruntime", ("onnx",), OnnxRunner, "onnxruntime"),
+    Runtime("openvino", ("tflite", "onnx"), OpenVinoRunner, "openvino", "openvino"),
+    Runtime("tflite-micro", ("tflite",), MicroRunner, "tflite_micro", "micro"),
+)}
+NATIVE = {"keras": "tf_keras", "tflite": "litert", "onnx": "onnxruntime"}
+
+
+def runtimes_for(file_format: str) -> list[Runtime]:
+    """Every runtime that takes the format, its native one first."""
+    native = RUNTIMES[NATIVE[file_format]]
+    return [native, *(r for r in RUNTIMES.values()
+                      if file_format in r.formats and r is not native)]
 
 
 def open_model(path: Path, threads: int | None = None,
-               contract: InputContract | None = None):
-    """A runner for the artifact at `path`, chosen by its format; pixels are prepared by
-    `contract` (the reference's 32x32 pixel / 255 when not given)."""
+               contract: InputContract | None = None, runtime: str | None = None):
+    """A runner for the artifact at `path` in `runtime` (by default its format's native one);
+    pixels are prepared by `contract` (the reference's 32x32 pixel / 255 when not given)."""
     if not path.exists():
         raise EdgefireError(f"{path}: model file not found")
     if path.stat().st_size == 0:
         raise EdgefireError(f"{path}: model file is empty")
-    return RUNNERS[format_of(path)](path, threads, contract or InputContract())
+    chosen = RUNTIMES[runtime or NATIVE[format_of(path)]]
+    return chosen.runner(path, threads, contract or InputContract())
 
 
 def predict(runner, pixels: np.ndarray, batch: int = 500) -> np.ndarray:

@@ -1,9 +1,12 @@
-"""`edgefire verify`: run every artifact in its own runtime on the full test split and gate it.
+"""`edgefire verify`: run every artifact in every runtime that takes it and gate it.
 
 Each number comes from running the file itself: Keras for the float reference, the LiteRT
-interpreter for `.tflite`, onnxruntime for `.onnx`. The deployable files of the chosen
-quantize precision are gated on bytes, drop from the float reference and, optionally,
-minimum accuracy; every other file is measured and reported, never hidden.
+interpreter for `.tflite`, onnxruntime for `.onnx` on the full test split, and the optional
+runtimes of the matrix (`runtime_matrix.py`: OpenVINO, TFLite Micro) beside them. The
+deployable files of the chosen quantize precision are gated on bytes, drop from the float
+reference and, optionally, minimum accuracy, in every runtime that ran them
+(`--gate-runtimes native`: in their native runtime only); every other file is measured and
+reported, never hidden.
 """
 
 from __future__ import annotations
@@ -14,7 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import __version__, artifacts, data, layout, report, runtimes, stats
+from edgefire import (
+    __version__,
+    artifacts,
+    data,
+    layout,
+    quant_error,
+    report,
+    runtime_matrix,
+    runtimes,
+)
 from edgefire.config import VerifyConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, GateFailed
@@ -59,17 +71,6 @@ def tflite_kernel_zeros(interpreter) -> tuple[int, int]:
     return zeros, total
 
 
-def time_latency(path: Path, images: np.ndarray, runs: int, contract: InputContract) -> float:
-    """Mean milliseconds per image at batch 1 on one thread (after a few warm-up runs)."""
-    runner = runtimes.open_model(path, threads=1, contract=contract)
-    for image in images[:5]:
-        runner.run(image[None])
-    start = time.perf_counter()
-    for i in range(runs):
-        runner.run(images[i % len(images)][None])
-    return (time.perf_counter() - start) / runs * 1000
-
-
 def time_throughput(runner, images: np.ndarray, batch: int) -> float:
     """Images per second at batch `batch` (the runtime's default threads)."""
     chunk = images[:batch]
@@ -93,7 +94,8 @@ def measure(path: Path, precision: str, x_test: np.ndarray, y_test: np.ndarray,
         "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0)),
         "sha256": artifacts.sha256(path), "under_target": len(raw) <= config.max_bytes,
         "accuracy": float(np.mean(predicted == y_test)),
-        "latency_ms": round(time_latency(path, x_test, config.latency_runs, contract), 4),
+        "latency_ms": round(runtime_matrix.time_latency(path, x_test, config.latency_runs,
+                                                        contract), 4),
         "throughput_ips": round(time_throughput(runner, x_test, config.throughput_batch), 1),
         "sparsity": weight_sparsity(path, runner), **per_class(predicted, y_test, classes),
         "_predicted": predicted}
@@ -110,39 +112,54 @@ def per_class(predicted: np.ndarray, labels: np.ndarray, classes: int) -> dict:
 
 
 def gates(rows: list[dict], gated: set[str], config: VerifyConfig) -> list[dict]:
-    """Size, drop and (optional) minimum-accuracy gates of every gated artifact."""
+    """Size, drop and (optional) minimum-accuracy gates of every gated artifact: drop and
+    accuracy in its native runtime and, unless `gate_runtimes` is "native", in every other
+    runtime that ran it."""
     result = []
     for row in (r for r in rows if r["name"] in gated):
-        checks = [("bytes", config.max_bytes, row["bytes"], row["bytes"] <= config.max_bytes),
-                  ("accuracy_drop", config.max_drop, row["accuracy_drop"],
-                   row["accuracy_drop"] <= config.max_drop)]
-        if config.min_accuracy is not None:
-            checks.append(("accuracy", config.min_accuracy, row["accuracy"],
-                           row["accuracy"] >= config.min_accuracy))
-        uncertainty = {"accuracy_drop": {"ci95": row["drop_ci95"], "mcnemar_p": row["mcnemar_p"]},
-                       "accuracy": {"ci95": row["accuracy_ci95"]}}
-        result += [{"name": f"{row['name']} {what}", "artifact": row["name"], "metric": what,
-                    "limit": limit, "value": value, "passed": bool(ok),
-                    **uncertainty.get(what, {})}
-                   for what, limit, value, ok in checks]
+        size_ok = row["bytes"] <= config.max_bytes
+        result.append(gate(row["name"], "bytes", config.max_bytes, row["bytes"], size_ok))
+        native, *others = row["runtimes"]
+        result += accuracy_gates(row["name"], row["runtimes"][native], config)
+        for runtime in others if config.gate_runtimes == "all" else ():
+            cell = row["runtimes"][runtime]
+            if "accuracy" in cell:
+                result += accuracy_gates(row["name"], cell, config, runtime)
     return result
+
+
+def accuracy_gates(artifact: str, cell: dict, config: VerifyConfig,
+                   runtime: str | None = None) -> list[dict]:
+    """The drop gate (and the minimum-accuracy one, when set) of one runtime's cell."""
+    drop = cell["accuracy_drop"]
+    found = [gate(artifact, "accuracy_drop", config.max_drop, drop, drop <= config.max_drop,
+                  runtime, ci95=cell["drop_ci95"], mcnemar_p=cell["mcnemar_p"])]
+    if config.min_accuracy is not None:
+        found.append(gate(artifact, "accuracy", config.min_accuracy, cell["accuracy"],
+                          cell["accuracy"] >= config.min_accuracy, runtime,
+                          ci95=cell["accuracy_ci95"]))
+    return found
+
+
+def gate(artifact: str, metric: str, limit, value, passed: bool, runtime: str | None = None,
+         **uncertainty) -> dict:
+    where = f" in {runtime}" if runtime else ""
+    return {"name": f"{artifact} {metric}{where}", "artifact": artifact, "metric": metric,
+            "limit": limit, "value": value, "passed": bool(passed),
+            **({"runtime": runtime} if runtime else {}),
+            **{k: v for k, v in uncertainty.items() if v is not None}}
 
 
 def compare_with_reference(rows: list[dict], labels: np.ndarray) -> None:
     """Each row's drop and agreement against the first (the reference), with the 95%
     bootstrap intervals of its accuracy and drop and McNemar's p-value."""
-    ref = rows[0]
-    resampled = stats.resamples(len(labels))
-    ref_correct = ref["_predicted"] == labels
+    reference = rows[0]["_predicted"]
     for row in rows:
-        correct = row["_predicted"] == labels
-        row["accuracy_drop"] = round((ref["accuracy"] - row["accuracy"]) * 100, 2)
-        row["agreement"] = float(np.mean(row["_predicted"] == ref["_predicted"]))
-        row["accuracy_ci95"] = stats.accuracy_interval(correct, resampled)
-        row["drop_ci95"] = stats.drop_interval(ref_correct, correct, resampled)
-        row["mcnemar_p"] = stats.mcnemar_p(ref_correct, correct)
-    for row in rows:
-        del row["_predicted"]
+        agreement = float(np.mean(row["_predicted"] == reference))
+        judged = runtime_matrix.judged(row["_predicted"] == labels, reference == labels,
+                                       agreement)
+        row.update({key: judged[key] for key in ("accuracy_drop", "agreement", "accuracy_ci95",
+                                                 "drop_ci95", "mcnemar_p")})
 
 
 def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str]]:
@@ -187,6 +204,12 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
     rows = [measure(folder / name, precision, dataset.x_test, dataset.y_test, config,
                     contract, len(dataset.classes)) for name, precision in precisions.items()]
     compare_with_reference(rows, dataset.y_test)
+    for row in rows:
+        row["runtimes"] = runtime_matrix.matrix(
+            folder / row["name"], row, row["_predicted"], rows[0]["_predicted"],
+            dataset.y_test, dataset.x_test, contract, config.latency_runs, config.micro_images)
+    for row in rows:
+        del row["_predicted"]
     result = {
         "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "edgefire_version": __version__,
@@ -196,6 +219,11 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "classes": list(train_meta["classes"]),
         "target_bytes": config.max_bytes, "reference": reference,
         "gates": gates(rows, gated, config), "artifacts": rows}
+    layer_error = artifacts.read_json(folder / layout.record("quantize"),
+                                      "quantize metadata").get("layer_error")
+    if layer_error:
+        result["layer_error"] = {**layer_error,
+                                 "layers": layer_error.get("layers", [])[:quant_error.SHOWN]}
     result["passed"] = all(g["passed"] for g in result["gates"])
     with artifacts.output_set():
         report.write(folder, result)

@@ -107,6 +107,8 @@ CASES = [
     ("max drop nan", _no_setup, "verify --max-drop nan", 2, "finite number (got nan)"),
     ("max drop negative", _no_setup, "verify --max-drop -1", 2, "--max-drop must be >= 0"),
     ("min accuracy 1.5", _no_setup, "verify --min-accuracy 1.5", 2, "<= 1 (got 1.5)"),
+    ("gate runtimes", _no_setup, "verify --gate-runtimes nativ", 2, "did you mean 'native'"),
+    ("micro images -1", _no_setup, "verify --micro-images -1", 2, "--micro-images must be >= 0"),
     ("build sparsity 1", _no_setup, "build --sparsity 1", 2, "--sparsity must be"),
     ("data missing", _no_setup, "train --data {d}/nowhere", 2, "data source does not exist"),
     ("data not a source", _text_file_as_data, "train --data {d}/x.txt", 2,

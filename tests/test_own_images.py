@@ -224,7 +224,7 @@ def test_a_build_at_64_carries_the_size_and_names_everywhere(built64, own_folder
         hits = sum(row["confusion"][i][i] for i in range(3))
         assert hits / 24 == pytest.approx(row["accuracy"])
     int8 = runtimes.open_model(built64 / "squeezenet_int8.tflite")
-    assert int8.input["shape"].tolist() == [1, 64, 64, 3]
+    assert int8.pixels_shape() == [64, 64, 3] and int8.input_size == 64
     assert "Confusion matrix of squeezenet_int8.tflite" in (built64 / "report.md").read_text()
     assert (built64 / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -64,7 +64,7 @@ def test_report_json_follows_the_contract(built):
     keys = {"name", "path", "format", "precision", "bytes", "gzip_bytes", "sha256",
             "under_target", "accuracy", "accuracy_drop", "agreement", "latency_ms",
             "throughput_ips", "sparsity", "class_accuracy", "confusion", "accuracy_ci95",
-            "drop_ci95", "mcnemar_p"}
+            "drop_ci95", "mcnemar_p", "runtimes"}
     names = [a["name"] for a in report["artifacts"]]
     assert names == [report["reference"], *DEPLOYABLES]
     for artifact in report["artifacts"]:
