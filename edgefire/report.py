@@ -170,8 +170,9 @@ def markdown(result: dict) -> str:
     lines = [f"# edgefire report ({'passed' if result['passed'] else 'FAILED'})", "",
              f"Data: {data['source']} test split, {data['test_images']:,} images. Float "
              f"reference: {result['reference']}. Target: {result['target_bytes']:,} bytes.",
-             "Accuracy is top-1 measured by running each file in its own runtime (Keras, "
-             "LiteRT interpreter, onnxruntime); latency is batch 1 on one thread.", "",
+             "Accuracy is top-1 measured by running each file in its native runtime (Keras, "
+             "LiteRT interpreter, onnxruntime; the others under Runtimes); latency is batch 1 "
+             "on one thread.", "",
              *table(result), "", "Gates:", *gates, ""]
     if "runtimes" in result["artifacts"][0]:
         lines += ["## Runtimes", "",
