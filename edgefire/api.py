@@ -95,20 +95,23 @@ def merged(*sources: dict[str, dict]) -> dict[str, dict]:
     return result
 
 
-def plan(settings: dict[str, dict], force: bool = False):
+def plan(settings: dict[str, dict], force: bool = False, distribute: str = "auto"):
     """The build plan of merged settings (every config checks its own values)."""
     from edgefire.pipeline import Plan
 
     configs = {section: cls(**settings.get(section, {})) for section, cls in SECTIONS.items()}
-    return Plan(**configs, force=force)
+    return Plan(**configs, force=force, distribute=distribute)
 
 
 def build(artifacts: str | Path = "artifacts", *, config: str | Path | None = None,
           train: dict | None = None, prune: dict | None = None, quantize: dict | None = None,
           export: dict | None = None, verify: dict | None = None, force: bool = False,
-          echo=print) -> dict:
-    """Run `edgefire build` and return its report (report.json's contract).
+          distribute: str = "auto", echo=print) -> dict | None:
+    """Run `edgefire build` and return its report (report.json's contract); None on a
+    multi-worker build's other workers, which only help the chief train.
 
+    `distribute` is where training runs (`distribute.MODES`): it does not change what is
+    built, so it is not part of the settings a stage is compared by.
     Raises `EdgefireError` for bad input and `GateFailed` (a subclass) for a missed gate.
     """
     from edgefire import pipeline
@@ -118,7 +121,7 @@ def build(artifacts: str | Path = "artifacts", *, config: str | Path | None = No
     given = {name: values for name, values in sections.items() if values}
     sources = [project_settings(), read_settings(Path(config)) if config else {},
                checked(given, "build()")]
-    return pipeline.run(plan(merged(*sources), force), Path(artifacts), echo=echo)
+    return pipeline.run(plan(merged(*sources), force, distribute), Path(artifacts), echo=echo)
 
 
 def verify(artifacts: str | Path = "artifacts", data: str | None = None, **values) -> dict:

@@ -80,6 +80,9 @@ ImageSizeOpt = Annotated[int, typer.Option(
     help="Model input is N x N; images of any size are resized to it.")]
 DataOverrideOpt = Annotated[str | None, typer.Option(
     "--data", help="Override the data source recorded by train.")]
+DistributeOpt = Annotated[str, typer.Option(
+    help="Where training runs: auto (mirrored over 2+ GPUs, else none), none, mirrored, "
+         "multi-worker (configured by TF_CONFIG).")]
 GateRuntimesOpt = Annotated[str, typer.Option(
     help="all: gate each file in every runtime that ran it; native: in its own runtime only.")]
 MicroImagesOpt = Annotated[int, typer.Option(
@@ -128,18 +131,26 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
     limit: Annotated[int | None, typer.Option(
         help="Train on a class-balanced subset of N images (smoke runs).")] = None,
+    distribute: DistributeOpt = "auto",
     artifacts: ArtifactsOpt = Path("artifacts"),
 ) -> None:
     """Train the model and write it, its history, curves and metadata to the artifacts folder."""
 
     def action():
         from edgefire import train as stage
+        from edgefire.checks import choice
+        from edgefire.distribute import MODES
 
+        choice(distribute, MODES, "--distribute")
         config = defaults.TrainConfig(data=data, arch=arch, image_size=image_size,
                                       epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                                       learning_rate=learning_rate, dropout=dropout, seed=seed,
                                       limit=limit)
-        meta = stage.run(config, artifacts)
+        meta = stage.run(config, artifacts, distribute)
+        if meta["distribute"]["task_index"]:
+            typer.echo(f"worker {meta['distribute']['task_index']}: trained with the chief in "
+                       f"{meta['wall_seconds']:.0f} s; the chief wrote the artifacts")
+            return
         typer.echo(f"trained {config.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
                    f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
                    f"({meta['images_per_second']:.0f} images/s) -> {artifacts / layout.TRAINED}")
@@ -319,6 +330,7 @@ def build(
     gate_runtimes: GateRuntimesOpt = V.gate_runtimes,
     micro_images: MicroImagesOpt = V.micro_images,
     force: Annotated[bool, typer.Option(help="Rerun every stage, even if up to date.")] = False,
+    distribute: DistributeOpt = "auto",
     config: Annotated[Path | None, typer.Option(
         help="TOML file with [train], [prune], [quantize], [export], [verify] sections of "
              "config fields; flags override it.")] = None,
@@ -330,8 +342,9 @@ def build(
         from edgefire import api
 
         flags = given_flags(ctx)
-        show_report(lambda: api.build(artifacts, config=config, force=force, echo=typer.echo,
-                                      **flags), artifacts, "build passed")
+        show_report(lambda: api.build(artifacts, config=config, force=force,
+                                      distribute=distribute, echo=typer.echo, **flags),
+                    artifacts, "build passed")
 
     run_stage(action)
 
@@ -400,6 +413,8 @@ def show_report(verification, artifacts: Path, passed: str) -> None:
     except GateFailed:
         show(report.load(artifacts))
         raise
+    if result is None:  # a multi-worker build's other worker: it has said what it did
+        return
     show(result)
     typer.echo(f"{passed} -> {artifacts / layout.REPORT_MD}")
 

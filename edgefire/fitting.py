@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -63,13 +64,24 @@ def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augment
         return batches.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     epochs = tf.data.Dataset.range(first_epoch, 2**62)
-    return epochs.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
+    return shard_by_data(epochs.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE))
+
+
+def shard_by_data(dataset):
+    """Several workers each build the same batches and take their share of each (a dataset
+    of tensors has no files to shard by)."""
+    tf = tensorflow()
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = \
+        tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def eval_dataset(x, y, contract: InputContract, batch_size: int = 500):
     tf = tensorflow()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    return ds.map(lambda xb, yb: (contract.normalize_tf(xb), yb)).prefetch(tf.data.AUTOTUNE)
+    return shard_by_data(ds.map(lambda xb, yb: (contract.normalize_tf(xb), yb))
+                         .prefetch(tf.data.AUTOTUNE))
 
 
 def warmup_cosine_schedule():
@@ -111,7 +123,9 @@ def compile_model(model, learning_rate, label_smoothing: float, optimizer: str =
     """
     tf = tensorflow()
     classes = model.output_shape[-1]
-    cross_entropy = keras().losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    # per-image losses: Keras averages them over the global batch under any strategy
+    cross_entropy = keras().losses.CategoricalCrossentropy(
+        label_smoothing=label_smoothing, reduction=keras().losses.Reduction.NONE)
 
     def loss(y_true, y_pred):
         labels = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), classes)
@@ -165,7 +179,8 @@ class EpochProgress:
 
 
 def restore_checkpoint(folder: Path, stage: str, config: dict, model):
-    """Finished epochs and history of `<stage>_checkpoint` made with this exact config, if any.
+    """Finished epochs and history of `<stage>_checkpoint` made with this exact config, if any,
+    its weights loaded into `model`.
 
     A damaged checkpoint (a kill while the disk was full, a hand edit) is discarded with a
     warning and the model keeps its initial weights: the stage starts over.
@@ -204,17 +219,21 @@ def remove_checkpoint(folder: Path, stage: str) -> None:
 
 
 def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dict,
-               contract: InputContract, callbacks=(), augmented: bool = True
-               ) -> tuple[dict, int]:
+               contract: InputContract, callbacks=(), augmented: bool = True,
+               placement=None) -> tuple[dict, int]:
     """Fit from the last checkpoint of `stage`, checkpointing each epoch.
 
     `config` is the stage's resolved config (with epochs, batch_size and seed); a checkpoint
     made with another config is ignored. Returns the history of every epoch and how many
-    epochs this call ran (fewer than all after a resume).
+    epochs this call ran (fewer than all after a resume). With several workers (`placement`)
+    the chief's checkpoint is the one resumed: every worker starts from its weights and epoch.
     """
     epochs, batch_size, seed = config["epochs"], config["batch_size"], config["seed"]
     steps = math.ceil(len(splits.y_train) / batch_size)
-    done, history = restore_checkpoint(folder, stage, config, model)
+    if placement is not None and placement.workers > 1:
+        done, history = resume_from_chief(placement, folder, stage, config, model)
+    else:
+        done, history = restore_checkpoint(folder, stage, config, model)
     if done >= epochs:
         return history, 0
     # The optimizer's moments are not in the weight checkpoint; the learning-rate schedule
@@ -222,11 +241,38 @@ def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dic
     model.optimizer.iterations.assign(done * steps)
     ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done, augmented,
                           contract)
-    model.fit(ds, epochs=epochs, initial_epoch=done, steps_per_epoch=steps, verbose=0,
-              validation_data=eval_dataset(splits.x_val, splits.y_val, contract),
-              callbacks=[EpochProgress(epochs, steps).callback(), stop_on_divergence(stage),
-                         checkpoint_callback(folder, stage, config, model, history), *callbacks])
+    try:
+        model.fit(ds, epochs=epochs, initial_epoch=done, steps_per_epoch=steps, verbose=0,
+                  validation_data=eval_dataset(splits.x_val, splits.y_val, contract),
+                  callbacks=[EpochProgress(epochs, steps).callback(), stop_on_divergence(stage),
+                             checkpoint_callback(folder, stage, config, model, history),
+                             *callbacks])
+    except tensorflow().errors.OpError as exc:
+        if placement is None or placement.workers == 1:
+            raise
+        raise EdgefireError(f"{lost_worker(str(exc))}; rerun every worker's command to resume "
+                            "after the last finished epoch") from None
     return history, epochs - done
+
+
+def lost_worker(error: str) -> str:
+    """Which worker TensorFlow says stopped answering, from a collective's error."""
+    match = re.search(r"unhealthy.*?(/job:\w+/replica:\d+/task:\d+)", error, re.DOTALL)
+    return f"{match.group(1)} stopped answering" if match else "a worker stopped answering"
+
+
+def resume_from_chief(placement, folder: Path, stage: str, config: dict, model):
+    """Every worker takes the chief's checkpoint: its weights and finished epochs (only the
+    chief keeps checkpoints: the others write nothing that outlives the run).
+
+    The checkpoint is read into a plain copy of the model, outside the strategy, so that the
+    one collective every worker runs here is the same on each.
+    """
+    plain = keras().models.clone_model(model)
+    done, history = restore_checkpoint(folder, stage, config, plain)
+    *weights, epochs = placement.from_chief([*plain.get_weights(), np.array([float(done)])])
+    model.set_weights(weights)
+    return int(epochs[0]), history
 
 
 def stop_on_divergence(stage: str):

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefire import artifacts, layout, report
+import numpy as np
+
+from edgefire import artifacts, distribute, layout, report
+from edgefire.checks import choice
 from edgefire.config import (
     ExportConfig,
     PruneConfig,
@@ -32,6 +35,10 @@ class Plan:
     export: ExportConfig
     verify: VerifyConfig
     force: bool = False
+    distribute: str = "auto"  # where training runs; not part of any stage's config
+
+    def __post_init__(self):
+        choice(self.distribute, distribute.MODES, "--distribute")
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ def stages(plan: Plan) -> list[Stage]:
     from edgefire import export, prune, quantize, train, verification
 
     rows = [Stage("train", train.inputs, as_dict(plan.train),
-                  lambda f: train.run(plan.train, f))]
+                  lambda f: train.run(plan.train, f, plan.distribute))]
     if plan.prune.sparsity > 0:
         rows.append(Stage("prune", prune.inputs, as_dict(plan.prune),
                           lambda f: prune.run(plan.prune, f)))
@@ -61,8 +68,17 @@ def stages(plan: Plan) -> list[Stage]:
     return rows
 
 
-def run(plan: Plan, folder: Path, echo=print) -> dict:
-    """Run every stage that is not up to date; stop at the first failure with its stage named."""
+def run(plan: Plan, folder: Path, echo=print) -> dict | None:
+    """Run every stage that is not up to date; stop at the first failure with its stage named.
+
+    In a multi-worker build the other workers only help the chief train: they learn from it
+    whether training is to run, train with it, and return None.
+    """
+    if plan.distribute == "multi-worker":
+        placement = distribute.place(plan.distribute)
+        if not placement.is_chief:
+            return help_chief_train(plan, folder, placement, echo)
+        chief_tells_workers(plan, folder, placement)
     artifacts.ensure_folder(folder)
     if plan.force and (aside := artifacts.set_aside_manifest(folder)):
         echo(f"! {folder / artifacts.MANIFEST} was unreadable: kept as {aside}, starting over")
@@ -89,3 +105,29 @@ def run(plan: Plan, folder: Path, echo=print) -> dict:
     log["seconds"] = round(time.perf_counter() - start, 1)
     artifacts.write_json(folder / layout.BUILD_LOG, log)
     return report.load(folder)  # verify's, whether it ran now or was up to date
+
+
+def training_needed(plan: Plan, folder: Path) -> bool:
+    from edgefire import train
+
+    return plan.force or not artifacts.stage_is_current(folder, "train", train.inputs(folder),
+                                                        as_dict(plan.train))
+
+
+def chief_tells_workers(plan: Plan, folder: Path, placement) -> None:
+    """The chief's half of the agreement: whether the other workers are to train."""
+    placement.from_chief([np.array([float(training_needed(plan, folder))])])
+
+
+def help_chief_train(plan: Plan, folder: Path, placement, echo) -> None:
+    """A non-chief worker's build: train with the chief when it trains, write nothing."""
+    from edgefire import train
+
+    trains, = placement.from_chief([np.array([0.0])])
+    if trains[0]:
+        echo(f"> train (worker {placement.task_index}) ...")
+        train.run(plan.train, folder, plan.distribute)
+    echo(f"worker {placement.task_index}: "
+         f"{'trained with the chief' if trains[0] else 'the chief has nothing to train'}; "
+         "the chief builds and verifies the rest")
+    return None

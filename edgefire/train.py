@@ -11,28 +11,32 @@ import math
 import time
 from pathlib import Path
 
-from edgefire import artifacts, data, fitting, layout, models
+from edgefire import artifacts, data, distribute, fitting, layout, models
 from edgefire.config import TrainConfig, as_dict
 from edgefire.tfenv import seed_everything
 
 MODEL = layout.TRAINED
 
 
-def train_model(config: TrainConfig, splits: data.Splits, folder: Path):
+def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
+                placement: distribute.Placement | None = None):
     """Train on the training split with the recipe of `config`; resume from a checkpoint.
 
     Returns the deployable (batch-norm-folded) model, the per-epoch history and the number
     of epochs run now.
     """
     seed_everything(config.seed)
-    model = build_training_model(config, splits)
+    placement = placement or distribute.place("none")
     steps = math.ceil(len(splits.y_train) / config.batch_size)
     total = config.epochs * steps
     warmup = min(config.warmup_epochs * steps, total // 5)  # short runs still reach the peak
-    schedule = fitting.warmup_cosine_schedule()(config.learning_rate, warmup, total)
-    fitting.compile_model(model, schedule, config.label_smoothing, config.optimizer)
+    with placement.strategy.scope():
+        model = build_training_model(config, splits)
+        schedule = fitting.warmup_cosine_schedule()(config.learning_rate, warmup, total)
+        fitting.compile_model(model, schedule, config.label_smoothing, config.optimizer)
     history, epochs_run = fitting.fit_epochs(model, splits, folder, "train", as_dict(config),
-                                     config.contract, augmented=config.augment)
+                                             config.contract, augmented=config.augment,
+                                             placement=placement)
     return _deployable(model, config), history, epochs_run
 
 
@@ -81,15 +85,28 @@ def inputs(folder: Path) -> list[Path]:
     return []
 
 
-def run(config: TrainConfig, folder: Path) -> dict:
-    """Train, then write the model, history, curves and metadata into the artifacts folder."""
+def run(config: TrainConfig, folder: Path, where: str = "auto") -> dict:
+    """Train where `where` says (`distribute.MODES`), then write the model, history, curves
+    and metadata into the artifacts folder (a temporary one on a non-chief worker)."""
+    placement = distribute.place(where)  # first: a multi-worker strategy must come first
+    placement.check_batch(config.batch_size)
+    placed = placement.describe(config.batch_size)
+    print(f"  training on {placed['strategy']}: {placed['replicas']} replica(s) "
+          f"({', '.join(placed['devices'])}) in {placed['workers']} worker(s), "
+          f"{placed['replica_batch']} images per replica of each {config.batch_size}-image "
+          "step", flush=True)
+    with placement.output_folder(folder) as out:
+        return _run(config, out, placement)
+
+
+def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> dict:
     artifacts.ensure_folder(folder)
     dataset = data.load(config.data, config.image_size)
     splits = data.split(dataset, config.val_size, config.seed, config.limit)
     fingerprint, classes = dataset.fingerprint, list(dataset.classes)
     del dataset  # the splits hold what training needs: keep one copy of the images, not two
     start = time.perf_counter()
-    model, history, epochs_run = train_model(config, splits, folder)
+    model, history, epochs_run = train_model(config, splits, folder, placement)
     wall = time.perf_counter() - start
     val_accuracy = fitting.accuracy(model, splits.x_val, splits.y_val, config.contract)
     meta = {
@@ -103,6 +120,8 @@ def run(config: TrainConfig, folder: Path) -> dict:
         "epochs": config.epochs, "epochs_run": epochs_run, "wall_seconds": round(wall, 1),
         "images_per_second": round(len(splits.y_train) * epochs_run / wall, 1),
         "val_accuracy": val_accuracy, "parameters": int(model.count_params()),
+        "distribute": {**placement.describe(config.batch_size),
+                       "steps_per_epoch": math.ceil(len(splits.y_train) / config.batch_size)},
         "history": history}
     with artifacts.output_set():
         models.save_model(model, folder / MODEL)
