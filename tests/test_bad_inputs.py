@@ -91,6 +91,7 @@ CASES = [
     ("limit 1", _no_setup, "train --limit 1", 2, "--limit must be >= 2"),
     ("unknown arch", _no_setup, "train --arch squeezenet33", 2, "did you mean 'squeezenet32'"),
     ("unknown optimizer", _no_setup, "train --optimizer adamw", 2, "did you mean 'adam'"),
+    ("unknown distribute", _no_setup, "train --distribute mirror", 2, "did you mean 'mirrored'"),
     ("unknown option", _no_setup, "train --nope", 2, "No such option: --nope"),
     ("empty artifacts", _no_setup, "train --artifacts=", 2, "must not be empty"),
     ("sparsity 1.2", _no_setup, "prune --sparsity 1.2", 2, "--sparsity must be >= 0 and < 1"),
