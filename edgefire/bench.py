@@ -1,8 +1,11 @@
-"""`make bench-train`: training images/s of the default pipeline against a plain model.fit.
+"""`make bench-train`: training images/s of the default pipeline against a plain model.fit,
+and on one device against two logical CPU devices (`--distribute mirrored`).
 
-Both runs train the same model (the default recipe's training graph) at the same batch size
-in the same process, so their ratio is comparable on a shared, noisy machine. The default
-pipeline also augments every image; the plain fit takes pre-normalized NumPy arrays.
+All runs train the same model (the default recipe's training graph) at the same batch size
+in the same process, so their ratios are comparable on a shared, noisy machine. The default
+pipeline also augments every image; the plain fit takes pre-normalized NumPy arrays. The
+two logical devices share the same cores: their figure checks the plumbing of
+`MirroredStrategy` (its split and all-reduce), it is not a speed-up on this machine.
 
     python -m edgefire.bench --data PATH [--steps N] [--out FILE]
 """
@@ -16,7 +19,7 @@ import platform
 import time
 from pathlib import Path
 
-from edgefire import data, fitting
+from edgefire import data, distribute, fitting
 from edgefire import train as training
 from edgefire.config import TrainConfig
 
@@ -36,16 +39,22 @@ def images_per_second(fit, images: int) -> float:
 
 
 def run(source: str, steps: int, out: Path) -> dict:
+    os.environ.setdefault(distribute.CPU_DEVICES, "2")
+    mirrored = distribute.place("mirrored")  # first: logical devices precede TensorFlow's start
     config = TrainConfig(data=source)
     splits = data.split(data.load(source), config.val_size, config.seed)
     count = steps * config.batch_size
     x, y = splits.x_train[:count], splits.y_train[:count]
     pipeline_model, plain_model = _model(config, splits), _model(config, splits)
+    with mirrored.strategy.scope():
+        mirrored_model = _model(config, splits)
 
-    def pipeline(n):
-        ds = fitting.training_dataset(x[:n], y[:n], config.batch_size, config.seed, 0, True,
-                                      config.contract)
-        pipeline_model.fit(ds, epochs=1, steps_per_epoch=n // config.batch_size, verbose=0)
+    def fit_pipeline(model):
+        def fit(n):
+            ds = fitting.training_dataset(x[:n], y[:n], config.batch_size, config.seed, 0,
+                                          True, config.contract)
+            model.fit(ds, epochs=1, steps_per_epoch=n // config.batch_size, verbose=0)
+        return fit
 
     x_float = config.contract.normalize(x)
 
@@ -54,11 +63,17 @@ def run(source: str, steps: int, out: Path) -> dict:
                         shuffle=True)
 
     result = {"data": source, "batch_size": config.batch_size, "images": count,
-              "default_pipeline_ips": round(images_per_second(pipeline, count), 1),
+              "default_pipeline_ips": round(images_per_second(fit_pipeline(pipeline_model),
+                                                              count), 1),
               "plain_fit_numpy_ips": round(images_per_second(plain, count), 1),
+              "two_logical_devices_ips": round(images_per_second(fit_pipeline(mirrored_model),
+                                                                 count), 1),
+              "two_logical_devices": mirrored.devices,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     result["ratio"] = round(result["default_pipeline_ips"] / result["plain_fit_numpy_ips"], 3)
+    result["two_logical_devices_ratio"] = round(
+        result["two_logical_devices_ips"] / result["default_pipeline_ips"], 3)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
