@@ -90,11 +90,6 @@ def run(config: TrainConfig, folder: Path, where: str = "auto") -> dict:
     and metadata into the artifacts folder (a temporary one on a non-chief worker)."""
     placement = distribute.place(where)  # first: a multi-worker strategy must come first
     placement.check_batch(config.batch_size)
-    placed = placement.describe(config.batch_size)
-    print(f"  training on {placed['strategy']}: {placed['replicas']} replica(s) "
-          f"({', '.join(placed['devices'])}) in {placed['workers']} worker(s), "
-          f"{placed['replica_batch']} images per replica of each {config.batch_size}-image "
-          "step", flush=True)
     with placement.output_folder(folder) as out:
         return _run(config, out, placement)
 
@@ -105,6 +100,11 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
     splits = data.split(dataset, config.val_size, config.seed, config.limit)
     fingerprint, classes = dataset.fingerprint, list(dataset.classes)
     del dataset  # the splits hold what training needs: keep one copy of the images, not two
+    placed = placement.describe(config.batch_size)
+    print(f"  training on {placed['strategy']}: {placed['replicas']} replica(s) "
+          f"({', '.join(placed['devices'])}) in {placed['workers']} worker(s), "
+          f"{placed['replica_batch']} images per replica of each {config.batch_size}-image "
+          "step", flush=True)
     start = time.perf_counter()
     model, history, epochs_run = train_model(config, splits, folder, placement)
     wall = time.perf_counter() - start
