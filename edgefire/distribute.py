@@ -105,6 +105,8 @@ def place(mode: str) -> Placement:
     """The placement for `mode`, made once per process (a multi-worker strategy can only be
     made before TensorFlow runs anything)."""
     global _placed
+    if _resolve(mode) == "multi-worker":
+        tf_config()  # its errors first: they are what a user has to fix
     if _placed is None or _placed.mode != _resolve(mode):
         if _placed is not None and "multi-worker" in (_placed.mode, _resolve(mode)):
             raise EdgefireError("--distribute multi-worker cannot be mixed with another "
