@@ -80,6 +80,8 @@ ImageSizeOpt = Annotated[int, typer.Option(
     help="Model input is N x N; images of any size are resized to it.")]
 DataOverrideOpt = Annotated[str | None, typer.Option(
     "--data", help="Override the data source recorded by train.")]
+FallbackOpt = Annotated[bool, typer.Option(
+    help="int8: past --max-drop on validation, try QAT, then keep the worst layers in float.")]
 DistributeOpt = Annotated[str, typer.Option(
     help="Where training runs: auto (mirrored over 2+ GPUs, else none), none, mirrored, "
          "multi-worker (configured by TF_CONFIG).")]
@@ -201,6 +203,10 @@ def quantize(
         help="Training images that calibrate int8 ranges.")] = Q.calibration_samples,
     io: Annotated[str, typer.Option(help="int8 model input/output type: uint8 (phones, "
                                     "MediaPipe) or int8 (microcontrollers).")] = Q.io,
+    max_drop: Annotated[float, typer.Option(
+        help="int8: largest top-1 drop (points) on the validation split before the "
+             "fallback tries again.")] = Q.max_drop,
+    fallback: FallbackOpt = Q.fallback,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
 ) -> None:
@@ -210,13 +216,18 @@ def quantize(
         from edgefire import quantize as stage
 
         config = defaults.QuantizeConfig(mode=quantize, qat=qat, qat_epochs=qat_epochs,
-                                         calibration_samples=calibration_samples, io=io)
+                                         calibration_samples=calibration_samples, io=io,
+                                         max_drop=max_drop, fallback=fallback)
         result = stage.run(config, artifacts, data)
         size = (artifacts / result["artifact"]).stat().st_size
         tensor = result["tensors"]["input"]
         typer.echo(f"{result['mode']} TFLite: {size:,} bytes, input {tensor['dtype']} "
                    f"(scale {tensor['scale']:.6g}, zero point {tensor['zero_point']}) -> "
                    f"{artifacts / result['artifact']}")
+        if result["fallback"] and len(result["fallback"]["attempts"]) > 1:
+            from edgefire import report
+
+            typer.echo(report.fallback_summary(result["fallback"]))
 
     run_stage(action)
 
@@ -280,6 +291,7 @@ BUILD_FLAGS = {
     "opset": ("export", "opset"), "max_bytes": ("verify", "max_bytes"),
     "max_drop": ("verify", "max_drop"), "min_accuracy": ("verify", "min_accuracy"),
     "gate_runtimes": ("verify", "gate_runtimes"), "micro_images": ("verify", "micro_images"),
+    "fallback": ("quantize", "fallback"),
 }
 
 
@@ -294,6 +306,8 @@ def given_flags(ctx: typer.Context) -> dict[str, dict]:
             if name == "keep_dense":
                 value = [layer.strip() for layer in value.split(",") if layer.strip()]
             sections.setdefault(section, {})[field] = value
+            if name == "max_drop":  # one budget: quantize's fallback and verify's gate
+                sections.setdefault("quantize", {})["max_drop"] = value
     return sections
 
 
@@ -329,6 +343,7 @@ def build(
     min_accuracy: Annotated[float | None, typer.Option(help="Optional accuracy floor.")] = None,
     gate_runtimes: GateRuntimesOpt = V.gate_runtimes,
     micro_images: MicroImagesOpt = V.micro_images,
+    fallback: FallbackOpt = Q.fallback,
     force: Annotated[bool, typer.Option(help="Rerun every stage, even if up to date.")] = False,
     distribute: DistributeOpt = "auto",
     config: Annotated[Path | None, typer.Option(

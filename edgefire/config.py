@@ -101,9 +101,15 @@ class QuantizeConfig:
     calibration_samples: int = 500  # MLPerf Tiny calibrates on a few hundred training images
     io: str = "uint8"  # uint8 is what MediaPipe and phones hand over; int8 for MCU runtimes
     batch_size: int = 128
+    # int8: the most top-1 (points, validation split) the file may lose against the float
+    # model before the fallback (QAT, then layers kept in float) tries again; build sets it
+    # with verify's --max-drop, so the budget and the gate are the same number
+    max_drop: float = 1.0
+    fallback: bool = True
 
     def __post_init__(self):
         choice(self.mode, QUANTIZE_MODES, "--quantize")
+        in_range(self.max_drop, 0, 100, "--max-drop")
         choice(self.io, IO_TYPES, "--io")
         in_range(self.qat_epochs, 1, MAX_EPOCHS, "--qat-epochs")
         in_range(self.qat_learning_rate, 0, None, "qat_learning_rate", low_open=True)

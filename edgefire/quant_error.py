@@ -52,7 +52,7 @@ def layer_errors(converter, model_name: str, images: np.ndarray, contract: Input
         scale = float(row["scale"])
         rmse = float(np.sqrt(float(row["mean_squared_error"])))
         rows.append({"layer": layer_name(row["tensor_name"], model_name, row["op_name"]),
-                     "op": row["op_name"],
+                     "op": row["op_name"], "node": row["tensor_name"],
                      "rmse_over_scale": round(rmse / scale, 4) if scale else None,
                      "rmse": round(rmse, 6), "scale": scale,
                      "mean_error": round(float(row["mean_error"]), 6)})

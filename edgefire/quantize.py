@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, fitting, layout, metadata, models, quant_error
+from edgefire import artifacts, data, fallback, fitting, layout, metadata, models, quant_error
 from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
@@ -174,11 +174,19 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
         model, history = quantization_aware(model, config, splits, folder, train_config["seed"],
                                             train_config["label_smoothing"],
                                             sparsity > 0.01, contract)
-    tflite, sparse = smallest_encoding(model, config.mode, config.io, dataset.x_train[indices],
-                                       sparsity, contract)
-    tflite = metadata.attach(tflite, train_config["arch"], meta["classes"], contract)
-    layer_error = layer_errors(model, config, dataset.x_train[indices], splits, contract,
+    calibration = dataset.x_train[indices]
+    tflite, sparse = smallest_encoding(model, config.mode, config.io, calibration, sparsity,
+                                       contract)
+    layer_error = layer_errors(model, config, calibration, splits, contract,
                                train_config["seed"])
+    budget = None
+    if config.mode == "int8" and len(splits.y_val):
+        retry = Retries(model, config, calibration, splits, contract, folder, train_config,
+                        sparsity)
+        tflite, budget = fallback.within_budget(
+            tflite, fitting.accuracy(model, splits.x_val, splits.y_val, contract),
+            config.max_drop, retry.measure, retry.all(layer_error) if config.fallback else ())
+    tflite = metadata.attach(tflite, train_config["arch"], meta["classes"], contract)
     details = tensor_details(tflite)
     check_raw_pixel_input(details, config, contract)
     out = folder / layout.deployable(train_config["arch"], PRECISIONS[config.mode], "tflite")
@@ -189,7 +197,8 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
               "calibration": {"split": "train", "seed": train_config["seed"],
                               "indices": [int(i) for i in indices]} if config.mode == "int8"
               else None,
-              "tensors": details, "layer_error": layer_error, "qat_history": history}
+              "tensors": details, "layer_error": layer_error, "fallback": budget,
+              "qat_history": history}
     with artifacts.output_set():
         artifacts.write_bytes(out, tflite)
         artifacts.write_json(folder / layout.record("quantize"), result)
@@ -200,6 +209,48 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
                            as_dict(config), {out.name: names})
     fitting.remove_checkpoint(folder, "qat")
     return result
+
+
+class Retries:
+    """The fallback's attempts after post-training int8 (`fallback.py`): QAT (unless it ran
+    already), then the layers of largest error kept in float, one more each time."""
+
+    def __init__(self, model, config: QuantizeConfig, calibration: np.ndarray,
+                 splits: data.Splits, contract: InputContract, folder: Path,
+                 train_config: dict, sparsity: float):
+        self.model, self.config, self.calibration = model, config, calibration
+        self.splits, self.contract, self.folder = splits, contract, folder
+        self.train_config, self.sparsity = train_config, sparsity
+        self._calibrated: bytes | None = None
+
+    def measure(self, tflite: bytes) -> float:
+        return fallback.val_accuracy(tflite, self.splits.x_val, self.splits.y_val,
+                                     self.contract)
+
+    def all(self, layer_error: dict | None) -> list[fallback.Retry]:
+        rows = (layer_error or {}).get("layers", [])
+        retries = [] if self.config.qat else [("quantization-aware training", self.qat)]
+        return retries + [(f"{rows[k - 1]['layer']} in float too", self.keeping(rows[:k]))
+                          for k in range(1, len(rows) + 1)]
+
+    def qat(self) -> tuple[bytes, list[str]]:
+        model, _ = quantization_aware(self.model, self.config, self.splits, self.folder,
+                                      self.train_config["seed"],
+                                      self.train_config["label_smoothing"],
+                                      self.sparsity > 0.01, self.contract)
+        tflite, _ = smallest_encoding(model, "int8", self.config.io, self.calibration,
+                                      self.sparsity, self.contract)
+        return tflite, []
+
+    def keeping(self, rows: list[dict]):
+        def make() -> tuple[bytes, list[str]]:
+            if self._calibrated is None:
+                self._calibrated = fallback.calibrated(converter(
+                    self.model, "int8", self.config.io, self.calibration, False, self.contract))
+            tflite = fallback.keep_in_float(self._calibrated, [r["node"] for r in rows],
+                                            self.config.io)
+            return tflite, [r["layer"] for r in rows]
+        return make
 
 
 def layer_errors(model, config: QuantizeConfig, calibration: np.ndarray, splits: data.Splits,

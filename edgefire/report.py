@@ -103,6 +103,28 @@ def microcontroller_lines(result: dict) -> list[str]:
     return lines
 
 
+def fallback_summary(record: dict) -> str:
+    """One sentence: what the accuracy-aware fallback kept, and whether it is full-integer."""
+    first, chosen = record["attempts"][0], record["chosen"]
+    kept = next(a for a in record["attempts"] if a["attempt"] == chosen)
+    integer = ("full-integer" if record["full_integer"] else
+               f"no longer full-integer: {', '.join(record['float_layers'])} in float")
+    budget = "within" if record["within_budget"] else "still over"
+    return (f"int8 dropped {first['val_drop']:.2f} points on validation, over the "
+            f"{record['max_drop']:.2f} allowed; after {len(record['attempts']) - 1} more "
+            f"attempt(s) kept '{chosen}' ({kept['val_drop']:.2f} points, {budget} budget, "
+            f"{integer})")
+
+
+def fallback_lines(record: dict) -> list[str]:
+    lines = [fallback_summary(record), "", "| attempt | validation top-1 | drop (points) | "
+             "bytes | layers in float |", "|---|---:|---:|---:|---|"]
+    lines += [f"| {a['attempt']} | {a['val_accuracy']:.2%} | {a['val_drop']:.2f} | "
+              f"{a['bytes']:,} | {', '.join(a['float_layers']) or '-'} |"
+              for a in record["attempts"]]
+    return lines
+
+
 def layer_error_lines(error: dict) -> list[str]:
     """The layers where int8 departs most from float, from quantize's debugger run."""
     if "error" in error:
@@ -186,6 +208,8 @@ def markdown(result: dict) -> str:
                       "TFLite Micro's allocation recorder (the Python interpreter's reference "
                       "kernels; optimized kernels such as CMSIS-NN may need scratch memory "
                       "of their own):", "", *micro, ""]
+    if result.get("fallback") and len(result["fallback"]["attempts"]) > 1:
+        lines += ["## Accuracy-aware int8", "", *fallback_lines(result["fallback"]), ""]
     if "layer_error" in result:
         lines += ["## Quantization error per layer", "",
                   *layer_error_lines(result["layer_error"]), ""]

@@ -219,8 +219,10 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "classes": list(train_meta["classes"]),
         "target_bytes": config.max_bytes, "reference": reference,
         "gates": gates(rows, gated, config), "artifacts": rows}
-    layer_error = artifacts.read_json(folder / layout.record("quantize"),
-                                      "quantize metadata").get("layer_error")
+    quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
+    if quantized.get("fallback"):
+        result["fallback"] = quantized["fallback"]
+    layer_error = quantized.get("layer_error")
     if layer_error:
         result["layer_error"] = {**layer_error,
                                  "layers": layer_error.get("layers", [])[:quant_error.SHOWN]}
