@@ -151,3 +151,20 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_one_line(tmp_path, ima
     assert finish([run]) == [2]
     assert "edgefire: error: --batch-size 33 does not split evenly over 2 replicas" in \
         log.read_text()
+
+
+def test_a_two_worker_build_leaves_a_complete_verified_folder_on_the_chief(tmp_path,
+                                                                           image_folder):
+    ports = free_ports(2)
+    folders = [tmp_path / f"build{i}" for i in range(2)]
+    logs = [tmp_path / f"build{i}.log" for i in range(2)]
+    args = ["build", "--quantize", "int8", "--data", str(image_folder), "--epochs", "2",
+            "--batch-size", "16", "--prune-epochs", "1", "--distribute", "multi-worker", *TINY]
+    workers = [start([*args, "--artifacts", str(folders[i])], logs[i],
+                     TF_CONFIG=tf_config(ports, i)) for i in range(2)]
+    assert finish(workers) == [0, 0], logs[0].read_text()[-2000:] + logs[1].read_text()[-2000:]
+    report = json.loads((folders[0] / "report.json").read_text())
+    assert report["passed"] and len(report["artifacts"]) == 5
+    assert json.loads((folders[0] / "train.json").read_text())["distribute"]["workers"] == 2
+    assert not folders[1].exists()
+    assert "the chief builds and verifies the rest" in logs[1].read_text()

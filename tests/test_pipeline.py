@@ -164,13 +164,25 @@ def test_second_build_is_up_to_date(built, image_folder):
     assert set(stage_status(built).values()) == {"up to date"}
 
 
-def test_changing_max_drop_reruns_only_verify(built, image_folder, copy_of):
+def test_changing_a_verify_option_reruns_only_verify(built, image_folder, copy_of):
     folder = copy_of(built)
     result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder),
-                    "--max-drop", "2.5")
+                    "--micro-images", "100")
     assert result.exit_code == 0, result.output
     status = stage_status(folder)
     assert status.pop("verify") == "ran" and set(status.values()) == {"up to date"}
+
+
+def test_changing_max_drop_reruns_quantize_and_later_never_train_or_prune(built, image_folder,
+                                                                          copy_of):
+    folder = copy_of(built)  # --max-drop is quantize's fallback budget and verify's gate
+    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder),
+                    "--max-drop", "2.5")
+    assert result.exit_code == 0, result.output
+    status = stage_status(folder)  # export: quantize made the same bytes again
+    assert status == {"train": "up to date", "prune": "up to date", "quantize": "ran",
+                      "export": "up to date", "verify": "ran"}
+    assert json.loads((folder / "quantize.json").read_text())["fallback"]["max_drop"] == 2.5
 
 
 def test_changing_sparsity_reruns_prune_and_later_never_train(built, image_folder, copy_of):
