@@ -172,6 +172,7 @@ def prune(
     keep_dense: Annotated[str, typer.Option(
         help="Comma-separated layers left dense ('' prunes every convolution).")]
     = ",".join(P.keep_dense),
+    distribute: DistributeOpt = "auto",
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
 ) -> None:
@@ -179,11 +180,15 @@ def prune(
 
     def action():
         from edgefire import prune as stage
+        from edgefire.checks import choice
+        from edgefire.distribute import MODES
+
+        choice(distribute, MODES, "--distribute")
 
         names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
         config = defaults.PruneConfig(sparsity=sparsity, epochs=epochs, optimizer=optimizer,
                                       learning_rate=learning_rate, keep_dense=names)
-        result = stage.run(config, artifacts, data)
+        result = stage.run(config, artifacts, data, distribute)
         typer.echo(f"pruned to {result['sparsity']['overall']:.1%} zeros in the pruned layers "
                    f"(target {config.sparsity:.0%}): validation accuracy "
                    f"{result['val_accuracy_before']:.4f} -> {result['val_accuracy_after']:.4f}"

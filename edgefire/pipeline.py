@@ -55,8 +55,9 @@ def stages(plan: Plan) -> list[Stage]:
     rows = [Stage("train", train.inputs, as_dict(plan.train),
                   lambda f: train.run(plan.train, f, plan.distribute))]
     if plan.prune.sparsity > 0:
+        where = None if plan.distribute == "multi-worker" else plan.distribute
         rows.append(Stage("prune", prune.inputs, as_dict(plan.prune),
-                          lambda f: prune.run(plan.prune, f)))
+                          lambda f: prune.run(plan.prune, f, where=where)))
     rows += [
         Stage("quantize", quantize.inputs, as_dict(plan.quantize),
               lambda f: quantize.run(plan.quantize, f)),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
-from edgefire import artifacts, data, fitting, layout, models
+from edgefire import artifacts, data, distribute, fitting, layout, models
 from edgefire.config import PruneConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
@@ -51,7 +52,8 @@ def pruned_layer_names(model, config: PruneConfig) -> list[str]:
 
 
 def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
-                train_config: dict, contract: InputContract):
+                train_config: dict, contract: InputContract,
+                placement: distribute.Placement | None = None):
     """Prune and fine-tune `model` with training's seed, label smoothing and dropout.
 
     Returns the stripped (plain Keras) model, with the reference's dropout rate, and its history.
@@ -63,13 +65,16 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     seed_everything(train_config["seed"])
     models.set_dropout(model, train_config.get("dropout", models.DROPOUT))
     steps = math.ceil(len(splits.y_train) / config.batch_size)
-    wrapped = wrap_for_pruning(model, config, steps)
-    schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate,
-                                                        config.epochs * steps)
-    fitting.compile_model(wrapped, schedule, train_config["label_smoothing"], config.optimizer)
+    with placement.strategy.scope() if placement else contextlib.nullcontext():
+        wrapped = wrap_for_pruning(model, config, steps)
+        schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate,
+                                                            config.epochs * steps)
+        fitting.compile_model(wrapped, schedule, train_config["label_smoothing"],
+                              config.optimizer)
     stage_config = {**as_dict(config), "seed": train_config["seed"]}
     history, _ = fitting.fit_epochs(wrapped, splits, folder, "prune", stage_config, contract,
-                                  callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+                                    callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+                                    placement=placement)
     pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
     models.set_dropout(pruned, models.DROPOUT)
     return pruned, history
@@ -80,11 +85,23 @@ def inputs(folder: Path) -> list[Path]:
     return [artifacts.artifact_path(folder, layout.TRAINED, "prune")]
 
 
-def run(config: PruneConfig, folder: Path, data_override: str | None = None) -> dict:
-    """Prune the trained model of the artifacts folder and record the measured sparsity."""
+def run(config: PruneConfig, folder: Path, data_override: str | None = None,
+        where: str | None = "auto") -> dict:
+    """Prune the trained model of the artifacts folder and record the measured sparsity.
+
+    The fine-tune runs where `where` says, on this machine (`auto`, `none`, `mirrored`), or
+    with TensorFlow's default placement when None (a multi-worker build's chief).
+    """
+    if where == "multi-worker":
+        raise EdgefireError("prune runs on one machine: --distribute auto, none or mirrored "
+                            "(a multi-worker build prunes on the chief)")
+    placement = distribute.place(where) if where else None
+    if placement:
+        placement.check_batch(config.batch_size)
     trained_path, = inputs(folder)
     meta = artifacts.read_json(folder / layout.record("train"), "training metadata")
-    model = models.load_model(trained_path)
+    with placement.strategy.scope() if placement else contextlib.nullcontext():
+        model = models.load_model(trained_path)  # its variables are the ones pruning wraps
     unknown = sorted(set(config.keep_dense) - {layer.name for layer in model.layers})
     if unknown:
         raise EdgefireError(f"--keep-dense names layers the model does not have: {unknown}")
@@ -92,13 +109,15 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None) -> 
     _, splits = data.of_build(meta, data_override)
     models.check_input_shape(model, splits, trained_path)
     before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
-    pruned, history = prune_model(model, config, splits, folder, train_config, contract)
+    pruned, history = prune_model(model, config, splits, folder, train_config, contract,
+                                  placement)
     after = fitting.accuracy(pruned, splits.x_val, splits.y_val, contract)
     names = pruned_layer_names(pruned, config)
     result = {"stage": "prune", "config": as_dict(config), "target_sparsity": config.sparsity,
               "sparsity": models.kernel_sparsity(pruned, names),
               "model_sparsity": models.kernel_sparsity(pruned)["overall"],
-              "val_accuracy_before": before, "val_accuracy_after": after, "history": history}
+              "val_accuracy_before": before, "val_accuracy_after": after, "history": history,
+              "distribute": placement.describe(config.batch_size) if placement else None}
     with artifacts.output_set():
         models.save_model(pruned, folder / MODEL)
         artifacts.write_json(folder / layout.record("prune"), result)

@@ -168,3 +168,20 @@ def test_a_two_worker_build_leaves_a_complete_verified_folder_on_the_chief(tmp_p
     assert json.loads((folders[0] / "train.json").read_text())["distribute"]["workers"] == 2
     assert not folders[1].exists()
     assert "the chief builds and verifies the rest" in logs[1].read_text()
+
+
+def test_prune_fine_tunes_mirrored_over_two_logical_cpus(tmp_path, trained_folder, copy_of):
+    folder = copy_of(trained_folder)
+    log = tmp_path / "prune.log"
+    run = start(["prune", "--epochs", "1", "--distribute", "mirrored", "--artifacts",
+                 str(folder)], log, EDGEFIRE_CPU_DEVICES="2")
+    assert finish([run]) == [0], log.read_text()[-2000:]
+    result = json.loads((folder / "prune.json").read_text())
+    assert result["distribute"]["replicas"] == 2 and result["distribute"]["replica_batch"] == 64
+    assert abs(result["sparsity"]["overall"] - 0.4) < 0.02
+
+
+def test_prune_refuses_multi_worker_with_one_line(trained_folder, copy_of):
+    result = CliRunner().invoke(app, ["prune", "--distribute", "multi-worker", "--artifacts",
+                                      str(copy_of(trained_folder))])
+    assert result.exit_code == 2 and "prune runs on one machine" in result.output
