@@ -105,13 +105,14 @@ def place(mode: str) -> Placement:
     """The placement for `mode`, made once per process (a multi-worker strategy can only be
     made before TensorFlow runs anything)."""
     global _placed
-    if _resolve(mode) == "multi-worker":
+    resolved = _resolve(mode)
+    if resolved == "multi-worker":
         tf_config()  # its errors first: they are what a user has to fix
-    if _placed is None or _placed.mode != _resolve(mode):
-        if _placed is not None and "multi-worker" in (_placed.mode, _resolve(mode)):
+    if _placed is None or _placed.mode != resolved:
+        if _placed is not None and "multi-worker" in (_placed.mode, resolved):
             raise EdgefireError("--distribute multi-worker cannot be mixed with another "
                                 "strategy in one process")
-        _placed = _make(_resolve(mode))
+        _placed = _make(resolved)
     return _placed
 
 
