@@ -399,6 +399,9 @@ def predict(
     top: Annotated[int, typer.Option(help="Labels to show per image.")] = 1,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print a JSON list of {file, top: [{label, score}]}.")] = False,
+    runtime: Annotated[str | None, typer.Option(
+        help="Run the model in litert, onnxruntime, tf_keras, openvino or tflite-micro "
+             "[default: the file's own].")] = None,
 ) -> None:
     """Classify images of any size with a built model (FILE, LABEL, SCORE per line)."""
 
@@ -406,10 +409,13 @@ def predict(
         import json
 
         from edgefire import predict as stage
-        from edgefire.checks import in_range
+        from edgefire.checks import choice, in_range
+        from edgefire.runtimes import RUNTIMES
 
         in_range(top, 1, None, "--top")
-        results = stage.run(paths, artifacts, model, top)
+        if runtime is not None:
+            choice(runtime, tuple(RUNTIMES), "--runtime")
+        results = stage.run(paths, artifacts, model, top, runtime=runtime)
         if json_output:
             typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
             return

@@ -229,7 +229,13 @@ def open_model(path: Path, threads: int | None = None,
         raise EdgefireError(f"{path}: model file not found")
     if path.stat().st_size == 0:
         raise EdgefireError(f"{path}: model file is empty")
-    chosen = RUNTIMES[runtime or NATIVE[format_of(path)]]
+    file_format = format_of(path)
+    chosen = RUNTIMES[runtime or NATIVE[file_format]]
+    if file_format not in chosen.formats:
+        raise EdgefireError(f"{path}: {chosen.name} does not run {file_format} files (it runs "
+                            f"{', '.join(chosen.formats)})")
+    if not chosen.installed():
+        raise EdgefireError(f"{chosen.name}: {chosen.missing()}")
     return chosen.runner(path, threads, contract or InputContract())
 
 

@@ -124,3 +124,30 @@ def test_quantize_records_the_error_of_every_layer_and_the_report_shows_the_wors
     shown = json.loads((built / "report.json").read_text())["layer_error"]["layers"]
     assert shown == layers[:len(shown)] and len(shown) == 5
     assert f"| {layers[0]['layer']} | {layers[0]['op']} |" in (built / "report.md").read_text()
+
+
+def predictions(folder, image_folder, *extra):
+    result = CliRunner().invoke(app, ["predict", str(image_folder / "test"), "--artifacts",
+                                      str(folder), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return [r["top"][0]["label"] for r in json.loads(result.output)]
+
+
+def test_predict_runs_the_file_in_the_runtime_asked(built, image_folder):
+    litert = predictions(built, image_folder)
+    for runtime in ("openvino", "tflite-micro"):
+        other = predictions(built, image_folder, "--runtime", runtime)
+        assert np.mean(np.array(other) == np.array(litert)) >= 0.95
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--runtime", "openvno"], "did you mean 'openvino'"),
+    (["--runtime", "tflite-micro", "--model", "pruned.h5"], "tflite-micro does not run keras"),
+])
+def test_predict_refuses_a_runtime_that_cannot_take_the_file_with_one_line(built, image_folder,
+                                                                           extra, message):
+    extra = [str(built / e) if e.endswith(".h5") else e for e in extra]
+    result = CliRunner().invoke(app, ["predict", str(image_folder / "test"), "--artifacts",
+                                      str(built), *extra])
+    assert result.exit_code == 2 and message in result.output
+    assert result.output.count("\n") == 1
