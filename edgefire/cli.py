@@ -140,10 +140,6 @@ def train(
 
     def action():
         from edgefire import train as stage
-        from edgefire.checks import choice
-        from edgefire.distribute import MODES
-
-        choice(distribute, MODES, "--distribute")
         config = defaults.TrainConfig(data=data, arch=arch, image_size=image_size,
                                       epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                                       learning_rate=learning_rate, dropout=dropout, seed=seed,
@@ -180,10 +176,6 @@ def prune(
 
     def action():
         from edgefire import prune as stage
-        from edgefire.checks import choice
-        from edgefire.distribute import MODES
-
-        choice(distribute, MODES, "--distribute")
 
         names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
         config = defaults.PruneConfig(sparsity=sparsity, epochs=epochs, optimizer=optimizer,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefire.checks import choice
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import tensorflow
 
@@ -105,6 +106,7 @@ def place(mode: str) -> Placement:
     """The placement for `mode`, made once per process (a multi-worker strategy can only be
     made before TensorFlow runs anything)."""
     global _placed
+    choice(mode, MODES, "--distribute")
     resolved = _resolve(mode)
     if resolved == "multi-worker":
         tf_config()  # its errors first: they are what a user has to fix

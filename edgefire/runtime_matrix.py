@@ -84,11 +84,14 @@ def entry(path: Path, runtime: runtimes.Runtime, x: np.ndarray, y: np.ndarray,
 def matrix(path: Path, row: dict, predicted: np.ndarray, reference_predicted: np.ndarray,
            y: np.ndarray, x: np.ndarray, contract: InputContract, latency_runs: int,
            micro_images: int) -> dict:
-    """Every runtime's cell for the file of `row` (measured natively as `predicted`)."""
+    """Every runtime's cell for the file of `row` (measured natively as `predicted`, its
+    comparison with the reference already in `row`)."""
     reference_correct = reference_predicted == y
     native, *others = runtimes.runtimes_for(row["format"])
-    cells = {native.name: {**judged(predicted == y, reference_correct, 1.0),
-                           "latency_ms": row["latency_ms"]}}
+    measured = ("accuracy", "accuracy_ci95", "accuracy_drop", "drop_ci95", "mcnemar_p",
+                "latency_ms")
+    cells = {native.name: {"images": int(len(y)), **{k: row[k] for k in measured},
+                           "agreement": 1.0, "error": None}}
     subset = balanced_subset(y, micro_images)
     for runtime in others:
         chosen = subset if runtime.name in SUBSET_RUNTIMES else np.arange(len(y))

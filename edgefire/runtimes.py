@@ -96,12 +96,14 @@ class TFLiteRunner:
         self.interpreter = _litert(path, threads)
         self.io = _io_of(self.interpreter)
         self.input_size = self.io.input_size
+        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        self.output_index = self.interpreter.get_output_details()[0]["index"]
         self.batch = 1
 
     def _resize(self, batch: int) -> None:
         if batch != self.batch:
-            index = self.interpreter.get_input_details()[0]["index"]
-            self.interpreter.resize_tensor_input(index, [batch, *self.pixels_shape()])
+            self.interpreter.resize_tensor_input(self.input_index,
+                                                 [batch, *self.pixels_shape()])
             self.interpreter.allocate_tensors()
             self.batch = batch
 
@@ -111,11 +113,9 @@ class TFLiteRunner:
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """Raw output scores (dequantized to float) for a batch of uint8 images."""
         self._resize(len(pixels))
-        self.interpreter.set_tensor(self.interpreter.get_input_details()[0]["index"],
-                                    self.io.prepare(pixels, self.contract))
+        self.interpreter.set_tensor(self.input_index, self.io.prepare(pixels, self.contract))
         self.interpreter.invoke()
-        output = self.interpreter.get_output_details()[0]["index"]
-        return self.io.dequantize(self.interpreter.get_tensor(output))
+        return self.io.dequantize(self.interpreter.get_tensor(self.output_index))
 
 
 def onnx_input(pixels: np.ndarray, uint8: bool, contract: InputContract) -> np.ndarray:
@@ -248,5 +248,8 @@ def predict(runner, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
+    """The first line of an error that says something: OpenVINO prefixes its own with lines
+    naming where in its sources it was raised ("Exception from src/...", "Check '...'")."""
+    text = [line.strip() for line in str(exc).splitlines() if line.strip()
+            and not line.startswith(("Exception from ", "Check '"))]
     return text[0][:200] if text else type(exc).__name__

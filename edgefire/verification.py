@@ -162,8 +162,9 @@ def compare_with_reference(rows: list[dict], labels: np.ndarray) -> None:
                                                  "drop_ci95", "mcnemar_p")})
 
 
-def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str]]:
-    """The float reference, every file to measure with its precision, and the gated ones.
+def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str], dict]:
+    """The float reference, every file to measure with its precision, the gated ones and
+    quantize's record.
 
     The whole set is checked first: every file present, intact and made from the current
     version of its inputs, so a stale or incomplete set is never certified.
@@ -181,7 +182,7 @@ def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str]]:
                         "verify")
     gated = {name for name, entry in exported["deployables"].items()
              if entry["precision"] == quantized["precision"]}
-    return exported["source"], precisions, gated
+    return exported["source"], precisions, gated, quantized
 
 
 def inputs(folder: Path) -> list[Path]:
@@ -192,7 +193,7 @@ def inputs(folder: Path) -> list[Path]:
 
 def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
-    reference, precisions, gated = artifacts_to_verify(folder)
+    reference, precisions, gated, quantized = artifacts_to_verify(folder)
     names = list(precisions)
     train_meta = artifacts.read_json(folder / layout.record("train"), "training metadata")
     source = data_override or train_meta["config"]["data"]
@@ -219,7 +220,6 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "classes": list(train_meta["classes"]),
         "target_bytes": config.max_bytes, "reference": reference,
         "gates": gates(rows, gated, config), "artifacts": rows}
-    quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
     if quantized.get("fallback"):
         result["fallback"] = quantized["fallback"]
     layer_error = quantized.get("layer_error")
