@@ -401,12 +401,9 @@ def predict(
         import json
 
         from edgefire import predict as stage
-        from edgefire.checks import choice, in_range
-        from edgefire.runtimes import RUNTIMES
+        from edgefire.checks import in_range
 
         in_range(top, 1, None, "--top")
-        if runtime is not None:
-            choice(runtime, tuple(RUNTIMES), "--runtime")
         results = stage.run(paths, artifacts, model, top, runtime=runtime)
         if json_output:
             typer.echo(json.dumps(results, indent=2, ensure_ascii=False))

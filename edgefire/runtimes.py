@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefire.checks import choice
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.micro import MicroRunner
@@ -229,6 +230,8 @@ def open_model(path: Path, threads: int | None = None,
         raise EdgefireError(f"{path}: model file not found")
     if path.stat().st_size == 0:
         raise EdgefireError(f"{path}: model file is empty")
+    if runtime is not None:
+        choice(runtime, tuple(RUNTIMES), "--runtime")
     file_format = format_of(path)
     chosen = RUNTIMES[runtime or NATIVE[file_format]]
     if file_format not in chosen.formats:
