@@ -154,6 +154,34 @@ def fold_batch_norm(trained, arch: str):
     return folded
 
 
+def unfold_batch_norm(folded, arch: str, images: np.ndarray):
+    """The training form of a folded model, for fine-tuning: batch norm back after every
+    convolution, computing exactly the folded model at inference.
+
+    Each `<conv>_bn` gets the mean and variance of its convolution's outputs on `images`
+    (normalized model inputs) as moving statistics, and the matching scale and offset
+    (gamma = sqrt(var + eps), beta = mean), so it is the identity until fine-tuning moves it.
+    Why: fine-tuning the folded model has no batch norm to keep its steps scale-free; at
+    pruning's learning rate it diverged on UCI digits at 32x32 (docs/measurements.md).
+    """
+    shape, classes = tuple(folded.input_shape[1:]), folded.output_shape[-1]
+    model = build(arch, shape, classes, batch_norm=True)
+    convs = [layer for layer in model.layers if isinstance(layer, keras().layers.Conv2D)]
+    for layer in convs:
+        layer.set_weights(folded.get_layer(layer.name).get_weights())
+        bn = model.get_layer(f"{layer.name}_bn")
+        channels = layer.filters
+        bn.set_weights([np.ones(channels), np.zeros(channels), np.zeros(channels),
+                        np.full(channels, 1 - BN_EPSILON)])  # the identity, for the probe
+    probe = keras().Model(model.input, [layer.output for layer in convs])
+    outputs = probe.predict(images, batch_size=256, verbose=0)
+    for layer, out in zip(convs, outputs, strict=True):
+        mean, var = out.mean(axis=(0, 1, 2)), out.var(axis=(0, 1, 2))
+        model.get_layer(f"{layer.name}_bn").set_weights(
+            [np.sqrt(var + BN_EPSILON), mean, mean, var])
+    return model
+
+
 def multiply_accumulates(model) -> int:
     """Multiply-accumulates of one image through the model's convolutions and dense layers."""
     layers = keras().layers

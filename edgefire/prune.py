@@ -6,6 +6,8 @@ import contextlib
 import math
 from pathlib import Path
 
+import numpy as np
+
 from edgefire import artifacts, data, distribute, fitting, layout, models
 from edgefire.config import PruneConfig, as_dict
 from edgefire.contract import InputContract, of_build
@@ -13,6 +15,7 @@ from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.PRUNED
+UNFOLD_IMAGES = 2000  # training images that set the re-inserted batch norm's statistics
 
 
 def pruning_schedule(config: PruneConfig, steps_per_epoch: int):
@@ -54,7 +57,8 @@ def pruned_layer_names(model, config: PruneConfig) -> list[str]:
 def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
                 train_config: dict, contract: InputContract,
                 placement: distribute.Placement | None = None):
-    """Prune and fine-tune `model` with training's seed, label smoothing and dropout.
+    """Prune and fine-tune `model` with training's seed, label smoothing and dropout; a model
+    trained with batch norm is fine-tuned with it re-inserted, then folded again.
 
     Returns the stripped (plain Keras) model, with the reference's dropout rate, and its history.
     """
@@ -63,9 +67,15 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     from edgefire import models
 
     seed_everything(train_config["seed"])
-    models.set_dropout(model, train_config.get("dropout", models.DROPOUT))
     steps = math.ceil(len(splits.y_train) / config.batch_size)
+    arch, unfold = train_config["arch"], train_config.get("batch_norm", False)
     with placement.strategy.scope() if placement else contextlib.nullcontext():
+        if unfold:
+            sample = np.random.default_rng(train_config["seed"]).permutation(
+                len(splits.y_train))[:UNFOLD_IMAGES]  # the folder's order is by class
+            model = models.unfold_batch_norm(model, arch,
+                                             contract.normalize(splits.x_train[sample]))
+        models.set_dropout(model, train_config.get("dropout", models.DROPOUT))
         wrapped = wrap_for_pruning(model, config, steps)
         schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate,
                                                             config.epochs * steps)
@@ -76,6 +86,8 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
                                     callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
                                     placement=placement)
     pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
+    if unfold:
+        pruned = models.fold_batch_norm(pruned, arch)
     models.set_dropout(pruned, models.DROPOUT)
     return pruned, history
 
