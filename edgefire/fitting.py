@@ -7,11 +7,14 @@ exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -178,39 +181,82 @@ class EpochProgress:
         return Callback()
 
 
+# A run whose loss diverges restarts from its last checkpoint at half the learning rate, this
+# many times (down to an eighth); then the stage stops with advice naming a real option.
+MAX_RESTARTS = 3
+# where the learning rate of each stage that fits is set, on each command and in a config file
+LEARNING_RATE_OPTION = {
+    "train": "--learning-rate on train and build, [train] learning_rate in a config file",
+    "prune": "--learning-rate on prune, --prune-learning-rate on build, [prune] learning_rate "
+             "in a config file",
+    "qat": "--qat-learning-rate on quantize and build, [quantize] qat_learning_rate in a "
+           "config file",
+}
+
+
+@dataclass
+class Fit:
+    """What a fit did: the history of every epoch, the epochs run by this call (fewer after a
+    resume) and the restarts after a divergence."""
+
+    history: dict
+    epochs_run: int
+    recoveries: list[dict] = field(default_factory=list)
+    learning_rate_scale: float = 1.0
+
+
+class Diverged(Exception):
+    """The loss became non-finite or rose far above its start (see `divergence_limit`)."""
+
+    def __init__(self, epoch: int, step: int, loss: float):
+        super().__init__(f"epoch {epoch + 1}, step {step + 1}: loss {loss:.4g}")
+        self.epoch, self.step, self.loss = epoch, step, loss
+
+
+def divergence_limit(start: float, classes: int) -> float:
+    """The loss a run may not pass: twice its first step's, and never the loss of a uniform
+    guess (ln classes, less a tenth) once below it: a fine-tune that falls to chance has
+    collapsed (the pruned digits model sat at 2.303 = ln 10 for 14 epochs)."""
+    return max(2 * start, 0.9 * math.log(max(classes, 2)))
+
+
 def restore_checkpoint(folder: Path, stage: str, config: dict, model):
-    """Finished epochs and history of `<stage>_checkpoint` made with this exact config, if any,
-    its weights loaded into `model`.
+    """Finished epochs, history and restarts of `<stage>_checkpoint` made with this exact
+    config, if any, its weights loaded into `model`.
 
     A damaged checkpoint (a kill while the disk was full, a hand edit) is discarded with a
     warning and the model keeps its initial weights: the stage starts over.
     """
     weights, state_path = folder / f"{stage}_checkpoint.h5", folder / f"{stage}_checkpoint.json"
     if not (state_path.exists() and weights.exists()):
-        return 0, {}
+        return Fit({}, 0)
     initial = model.get_weights()
     try:
         state = json.loads(state_path.read_text())
         if state.get("config") != config:
-            return 0, {}
-        done, history = int(state["epochs_done"]), dict(state["history"])
+            return Fit({}, 0)
+        done = Fit(dict(state["history"]), int(state["epochs_done"]),
+                   list(state.get("recoveries", [])),
+                   float(state.get("learning_rate_scale", 1.0)))
         model.load_weights(weights)
     except Exception as exc:  # json, h5py and Keras raise many types for a damaged file
         model.set_weights(initial)
         remove_checkpoint(folder, stage)
         print(f"  {state_path.with_suffix('.*')}: damaged checkpoint discarded "
               f"({type(exc).__name__}); {stage} starts over", flush=True)
-        return 0, {}
-    print(f"  resuming {stage} after epoch {done} from {weights}")
-    return done, history
+        return Fit({}, 0)
+    print(f"  resuming {stage} after epoch {done.epochs_run} from {weights}")
+    return done
 
 
-def save_checkpoint(folder: Path, stage: str, config: dict, model, epochs_done: int,
-                    history: dict) -> None:
+def save_checkpoint(folder: Path, stage: str, config: dict, model, done: Fit) -> None:
+    """Weights, then the state that names them: finished epochs, history and restarts."""
     with artifacts.atomic_path(folder / f"{stage}_checkpoint.h5") as tmp:
         model.save_weights(tmp)
     artifacts.write_json(folder / f"{stage}_checkpoint.json",
-                         {"config": config, "epochs_done": epochs_done, "history": history})
+                         {"config": config, "epochs_done": done.epochs_run,
+                          "history": done.history, "recoveries": done.recoveries,
+                          "learning_rate_scale": done.learning_rate_scale})
 
 
 def remove_checkpoint(folder: Path, stage: str) -> None:
@@ -219,40 +265,80 @@ def remove_checkpoint(folder: Path, stage: str) -> None:
 
 
 def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dict,
-               contract: InputContract, callbacks=(), augmented: bool = True,
-               placement=None) -> tuple[dict, int]:
-    """Fit from the last checkpoint of `stage`, checkpointing each epoch.
+               contract: InputContract, compile_at: Callable[[float], None], callbacks=(),
+               augmented: bool = True, placement=None) -> Fit:
+    """Fit from the last checkpoint of `stage`, checkpointing each epoch; on a divergence,
+    restart from the last checkpoint (or the start) at half the learning rate.
 
     `config` is the stage's resolved config (with epochs, batch_size and seed); a checkpoint
-    made with another config is ignored. Returns the history of every epoch and how many
-    epochs this call ran (fewer than all after a resume). With several workers (`placement`)
-    the chief's checkpoint is the one resumed: every worker starts from its weights and epoch.
+    made with another config is ignored. `compile_at(scale)` compiles `model` with its
+    learning rate times `scale`. With several workers (`placement`) the chief's checkpoint is
+    the one resumed: every worker starts from its weights and epoch.
     """
+    initial = model.get_weights()
+    done = _resume(placement, folder, stage, config, model)
+    first_epoch = done.epochs_run
+    while True:
+        with placement.strategy.scope() if placement else contextlib.nullcontext():
+            compile_at(done.learning_rate_scale)
+        try:
+            _fit(model, splits, folder, stage, config, contract, done, callbacks, augmented,
+                 placement)
+            return replace(done, epochs_run=done.epochs_run - first_epoch)
+        except Diverged as diverged:
+            recoveries = [*done.recoveries, diverged]
+            if len(recoveries) > MAX_RESTARTS:
+                raise EdgefireError(
+                    f"{stage} diverged {len(recoveries)} times, the last in {diverged}, down "
+                    f"to {done.learning_rate_scale:g} x its learning rate; nothing was saved "
+                    f"(lower it: {LEARNING_RATE_OPTION[stage]})") from None
+            done = _restart(model, initial, folder, stage, config, done, diverged, placement)
+
+
+def _resume(placement, folder: Path, stage: str, config: dict, model) -> Fit:
+    if placement is not None and placement.workers > 1:
+        return resume_from_chief(placement, folder, stage, config, model)
+    return restore_checkpoint(folder, stage, config, model)
+
+
+def _restart(model, initial, folder: Path, stage: str, config: dict, done: Fit,
+             diverged: Diverged, placement) -> Fit:
+    """Back to the last checkpoint (or the initial weights) at half the learning rate."""
+    model.set_weights(initial)
+    last = _resume(placement, folder, stage, config, model)
+    scale = done.learning_rate_scale / 2
+    record = {"epoch": diverged.epoch + 1, "step": diverged.step + 1,
+              "loss": diverged.loss if math.isfinite(diverged.loss) else str(diverged.loss),
+              "restarted_after_epoch": last.epochs_run, "learning_rate_scale": scale}
+    print(f"  ! {stage} diverged ({diverged}): restarting after epoch {last.epochs_run} at "
+          f"{scale:g} x the learning rate", flush=True)
+    return replace(last, recoveries=[*done.recoveries, record], learning_rate_scale=scale)
+
+
+def _fit(model, splits: data.Splits, folder: Path, stage: str, config: dict,
+         contract: InputContract, done: Fit, callbacks, augmented: bool, placement) -> None:
+    """One uninterrupted fit from `done.epochs_run` to the last epoch; `done` is updated and
+    checkpointed after each epoch."""
     epochs, batch_size, seed = config["epochs"], config["batch_size"], config["seed"]
     steps = math.ceil(len(splits.y_train) / batch_size)
-    if placement is not None and placement.workers > 1:
-        done, history = resume_from_chief(placement, folder, stage, config, model)
-    else:
-        done, history = restore_checkpoint(folder, stage, config, model)
-    if done >= epochs:
-        return history, 0
+    if done.epochs_run >= epochs:
+        return
     # The optimizer's moments are not in the weight checkpoint; the learning-rate schedule
     # continues exactly where it stopped, and the moments re-estimate within a few steps.
-    model.optimizer.iterations.assign(done * steps)
-    ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done, augmented,
-                          contract)
+    model.optimizer.iterations.assign(done.epochs_run * steps)
+    ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done.epochs_run,
+                          augmented, contract)
     try:
-        model.fit(ds, epochs=epochs, initial_epoch=done, steps_per_epoch=steps, verbose=0,
-                  validation_data=eval_dataset(splits.x_val, splits.y_val, contract),
-                  callbacks=[EpochProgress(epochs, steps).callback(), stop_on_divergence(stage),
-                             checkpoint_callback(folder, stage, config, model, history),
-                             *callbacks])
+        model.fit(ds, epochs=epochs, initial_epoch=done.epochs_run, steps_per_epoch=steps,
+                  verbose=0, validation_data=eval_dataset(splits.x_val, splits.y_val, contract),
+                  callbacks=[stop_on_divergence(model.output_shape[-1]),
+                             checkpoint_callback(folder, stage, config, model, done),
+                             EpochProgress(epochs, steps).callback(), *callbacks])
     except tensorflow().errors.OpError as exc:
         if placement is None or placement.workers == 1:
             raise
         raise EdgefireError(f"{lost_worker(str(exc))}; rerun every worker's command to resume "
                             "after the last finished epoch") from None
-    return history, epochs - done
 
 
 def lost_worker(error: str) -> str:
@@ -269,37 +355,42 @@ def resume_from_chief(placement, folder: Path, stage: str, config: dict, model):
     one collective every worker runs here is the same on each.
     """
     plain = keras().models.clone_model(model)
-    done, history = restore_checkpoint(folder, stage, config, plain)
-    *weights, epochs = placement.from_chief([*plain.get_weights(), np.array([float(done)])])
+    done = restore_checkpoint(folder, stage, config, plain)
+    *weights, epochs = placement.from_chief([*plain.get_weights(),
+                                             np.array([float(done.epochs_run)])])
     model.set_weights(weights)
-    return int(epochs[0]), history
+    return replace(done, epochs_run=int(epochs[0]))
 
 
-def stop_on_divergence(stage: str):
-    """Stop at the first non-finite loss, before a broken model is checkpointed or saved."""
+def stop_on_divergence(classes: int):
+    """Stop at the first non-finite loss, or one past `divergence_limit`, before a broken
+    model is checkpointed or saved."""
 
     class StopOnDivergence(keras().callbacks.Callback):
+        limit = None
+
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
             loss = float(logs.get("loss", 0.0))
-            if not math.isfinite(loss):
-                raise EdgefireError(f"{stage} diverged: the loss became {loss} in epoch "
-                                    f"{self.epoch + 1}, step {batch + 1}; nothing was saved "
-                                    "(lower the --learning-rate)")
+            if self.limit is None and math.isfinite(loss):
+                self.limit = divergence_limit(loss, classes)
+            if not math.isfinite(loss) or loss > self.limit:
+                raise Diverged(self.epoch, batch, loss)
 
     return StopOnDivergence()
 
 
-def checkpoint_callback(folder: Path, stage: str, config: dict, model, history: dict):
-    """After each epoch: append its logs to `history` and checkpoint weights and history."""
+def checkpoint_callback(folder: Path, stage: str, config: dict, model, done: Fit):
+    """After each epoch: append its logs to `done`'s history and checkpoint it."""
 
     class Checkpoint(keras().callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             for key, value in logs.items():
-                history.setdefault(key, []).append(float(value))
-            save_checkpoint(folder, stage, config, model, epoch + 1, history)
+                done.history.setdefault(key, []).append(float(value))
+            done.epochs_run = epoch + 1
+            save_checkpoint(folder, stage, config, model, done)
 
     return Checkpoint()
 

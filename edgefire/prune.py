@@ -60,7 +60,8 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     """Prune and fine-tune `model` with training's seed, label smoothing and dropout; a model
     trained with batch norm is fine-tuned with it re-inserted, then folded again.
 
-    Returns the stripped (plain Keras) model, with the reference's dropout rate, and its history.
+    Returns the stripped (plain Keras) model, with the reference's dropout rate, and what the
+    fit did (`fitting.Fit`).
     """
     import tensorflow_model_optimization as tfmot
 
@@ -77,19 +78,22 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
                                              contract.normalize(splits.x_train[sample]))
         models.set_dropout(model, train_config.get("dropout", models.DROPOUT))
         wrapped = wrap_for_pruning(model, config, steps)
-        schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate,
+
+    def compile_at(scale: float) -> None:
+        schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate * scale,
                                                             config.epochs * steps)
         fitting.compile_model(wrapped, schedule, train_config["label_smoothing"],
                               config.optimizer)
+
     stage_config = {**as_dict(config), "seed": train_config["seed"]}
-    history, _ = fitting.fit_epochs(wrapped, splits, folder, "prune", stage_config, contract,
-                                    callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-                                    placement=placement)
+    fit = fitting.fit_epochs(wrapped, splits, folder, "prune", stage_config, contract,
+                             compile_at, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+                             placement=placement)
     pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
     if unfold:
         pruned = models.fold_batch_norm(pruned, arch)
     models.set_dropout(pruned, models.DROPOUT)
-    return pruned, history
+    return pruned, fit
 
 
 def inputs(folder: Path) -> list[Path]:
@@ -121,14 +125,15 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
     _, splits = data.of_build(meta, data_override)
     models.check_input_shape(model, splits, trained_path)
     before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
-    pruned, history = prune_model(model, config, splits, folder, train_config, contract,
+    pruned, fit = prune_model(model, config, splits, folder, train_config, contract,
                                   placement)
     after = fitting.accuracy(pruned, splits.x_val, splits.y_val, contract)
     names = pruned_layer_names(pruned, config)
     result = {"stage": "prune", "config": as_dict(config), "target_sparsity": config.sparsity,
               "sparsity": models.kernel_sparsity(pruned, names),
               "model_sparsity": models.kernel_sparsity(pruned)["overall"],
-              "val_accuracy_before": before, "val_accuracy_after": after, "history": history,
+              "val_accuracy_before": before, "val_accuracy_after": after, "history": fit.history,
+              "recoveries": fit.recoveries,
               "distribute": placement.describe(config.batch_size) if placement else None}
     with artifacts.output_set():
         models.save_model(pruned, folder / MODEL)

@@ -128,14 +128,17 @@ def quantization_aware(model, config: QuantizeConfig, splits: data.Splits, folde
         else:
             qat = tfmot.quantization.keras.quantize_apply(annotated)
     steps = math.ceil(len(splits.y_train) / config.batch_size)
-    schedule = keras().optimizers.schedules.CosineDecay(config.qat_learning_rate,
-                                                        config.qat_epochs * steps)
-    fitting.compile_model(qat, schedule, label_smoothing)
+
+    def compile_at(scale: float) -> None:
+        schedule = keras().optimizers.schedules.CosineDecay(config.qat_learning_rate * scale,
+                                                            config.qat_epochs * steps)
+        fitting.compile_model(qat, schedule, label_smoothing)
+
     callbacks = [KeepZeros(qat).callback()] if pruned else []
     stage_config = {**as_dict(config), "epochs": config.qat_epochs, "seed": seed}
-    history, _ = fitting.fit_epochs(qat, splits, folder, "qat", stage_config, contract,
-                                     callbacks)
-    return qat, history
+    fit = fitting.fit_epochs(qat, splits, folder, "qat", stage_config, contract, compile_at,
+                             callbacks)
+    return qat, fit
 
 
 def tensor_details(tflite: bytes) -> dict:
@@ -169,9 +172,9 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
     models.check_input_shape(model, splits, model_path)
     sparsity = models.kernel_sparsity(model)["overall"]
     indices = calibration_indices(splits, config.calibration_samples, train_config["seed"])
-    history = {}
+    qat_fit = None
     if config.qat:
-        model, history = quantization_aware(model, config, splits, folder, train_config["seed"],
+        model, qat_fit = quantization_aware(model, config, splits, folder, train_config["seed"],
                                             train_config["label_smoothing"],
                                             sparsity > 0.01, contract)
     calibration = dataset.x_train[indices]
@@ -198,7 +201,8 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
                               "indices": [int(i) for i in indices]} if config.mode == "int8"
               else None,
               "tensors": details, "layer_error": layer_error, "fallback": budget,
-              "qat_history": history}
+              "qat_history": qat_fit.history if qat_fit else {},
+              "qat_recoveries": qat_fit.recoveries if qat_fit else []}
     with artifacts.output_set():
         artifacts.write_bytes(out, tflite)
         artifacts.write_json(folder / layout.record("quantize"), result)

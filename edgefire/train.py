@@ -22,8 +22,7 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
                 placement: distribute.Placement | None = None):
     """Train on the training split with the recipe of `config`; resume from a checkpoint.
 
-    Returns the deployable (batch-norm-folded) model, the per-epoch history and the number
-    of epochs run now.
+    Returns the deployable (batch-norm-folded) model and what the fit did (`fitting.Fit`).
     """
     seed_everything(config.seed)
     placement = placement or distribute.place("none")
@@ -32,12 +31,14 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
     warmup = min(config.warmup_epochs * steps, total // 5)  # short runs still reach the peak
     with placement.strategy.scope():
         model = build_training_model(config, splits)
-        schedule = fitting.warmup_cosine_schedule()(config.learning_rate, warmup, total)
+
+    def compile_at(scale: float) -> None:
+        schedule = fitting.warmup_cosine_schedule()(config.learning_rate * scale, warmup, total)
         fitting.compile_model(model, schedule, config.label_smoothing, config.optimizer)
-    history, epochs_run = fitting.fit_epochs(model, splits, folder, "train", as_dict(config),
-                                             config.contract, augmented=config.augment,
-                                             placement=placement)
-    return _deployable(model, config), history, epochs_run
+
+    fit = fitting.fit_epochs(model, splits, folder, "train", as_dict(config), config.contract,
+                             compile_at, augmented=config.augment, placement=placement)
+    return _deployable(model, config), fit
 
 
 def build_training_model(config: TrainConfig, splits: data.Splits):
@@ -106,7 +107,8 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
           f"{placed['replica_batch']} images per replica of each {config.batch_size}-image "
           "step", flush=True)
     start = time.perf_counter()
-    model, history, epochs_run = train_model(config, splits, folder, placement)
+    model, fit = train_model(config, splits, folder, placement)
+    history, epochs_run = fit.history, fit.epochs_run
     wall = time.perf_counter() - start
     val_accuracy = fitting.accuracy(model, splits.x_val, splits.y_val, config.contract)
     meta = {
@@ -120,6 +122,7 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
         "epochs": config.epochs, "epochs_run": epochs_run, "wall_seconds": round(wall, 1),
         "images_per_second": round(len(splits.y_train) * epochs_run / wall, 1),
         "val_accuracy": val_accuracy, "parameters": int(model.count_params()),
+        "recoveries": fit.recoveries,
         "distribute": {**placement.describe(config.batch_size),
                        "steps_per_epoch": math.ceil(len(splits.y_train) / config.batch_size)},
         "history": history}
