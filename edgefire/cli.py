@@ -196,6 +196,8 @@ def quantize(
     qat: Annotated[bool, typer.Option(help="Quantization-aware fine-tuning first (int8).")]
     = Q.qat,
     qat_epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = Q.qat_epochs,
+    qat_learning_rate: Annotated[float, typer.Option(help="QAT fine-tuning learning rate.")]
+    = Q.qat_learning_rate,
     calibration_samples: Annotated[int, typer.Option(
         help="Training images that calibrate int8 ranges.")] = Q.calibration_samples,
     io: Annotated[str, typer.Option(help="int8 model input/output type: uint8 (phones, "
@@ -213,6 +215,7 @@ def quantize(
         from edgefire import quantize as stage
 
         config = defaults.QuantizeConfig(mode=quantize, qat=qat, qat_epochs=qat_epochs,
+                                         qat_learning_rate=qat_learning_rate,
                                          calibration_samples=calibration_samples, io=io,
                                          max_drop=max_drop, fallback=fallback)
         result = stage.run(config, artifacts, data)
@@ -282,6 +285,8 @@ BUILD_FLAGS = {
     "optimizer": ("train", "optimizer"), "learning_rate": ("train", "learning_rate"),
     "dropout": ("train", "dropout"), "seed": ("train", "seed"), "limit": ("train", "limit"),
     "sparsity": ("prune", "sparsity"), "prune_epochs": ("prune", "epochs"),
+    "prune_learning_rate": ("prune", "learning_rate"),
+    "qat_learning_rate": ("quantize", "qat_learning_rate"),
     "keep_dense": ("prune", "keep_dense"), "quantize": ("quantize", "mode"),
     "qat": ("quantize", "qat"), "qat_epochs": ("quantize", "qat_epochs"),
     "calibration_samples": ("quantize", "calibration_samples"), "io": ("quantize", "io"),
@@ -326,10 +331,14 @@ def build(
     sparsity: Annotated[float, typer.Option(help="Pruning target (0 skips pruning).")]
     = P.sparsity,
     prune_epochs: Annotated[int, typer.Option(help="Pruning fine-tune epochs.")] = P.epochs,
+    prune_learning_rate: Annotated[float, typer.Option(
+        help="Pruning fine-tune peak learning rate.")] = P.learning_rate,
     keep_dense: Annotated[str, typer.Option(help="Layers left dense, comma-separated.")]
     = ",".join(P.keep_dense),
     qat: Annotated[bool, typer.Option(help="Quantization-aware fine-tuning (int8).")] = Q.qat,
     qat_epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = Q.qat_epochs,
+    qat_learning_rate: Annotated[float, typer.Option(help="QAT fine-tuning learning rate.")]
+    = Q.qat_learning_rate,
     calibration_samples: Annotated[int, typer.Option(help="int8 calibration images.")]
     = Q.calibration_samples,
     io: Annotated[str, typer.Option(help="int8 input/output type: uint8 or int8.")] = Q.io,

@@ -115,7 +115,7 @@ class QuantizeConfig:
         in_range(self.max_drop, 0, 100, "--max-drop")
         choice(self.io, IO_TYPES, "--io")
         in_range(self.qat_epochs, 1, MAX_EPOCHS, "--qat-epochs")
-        in_range(self.qat_learning_rate, 0, None, "qat_learning_rate", low_open=True)
+        in_range(self.qat_learning_rate, 0, None, "--qat-learning-rate", low_open=True)
         in_range(self.calibration_samples, 1, None, "--calibration-samples")
         in_range(self.batch_size, 1, None, "batch_size")
         if self.qat and self.mode != "int8":

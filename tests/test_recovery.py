@@ -1,0 +1,125 @@
+"""Divergence: a run that blows up restarts at half the learning rate, or stops with advice
+that names an option of the command the user ran; small datasets build at the defaults."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from edgefire import data, fitting, models
+from edgefire.api import SECTIONS
+from edgefire.cli import app
+from edgefire.contract import InputContract
+from tests import synthetic
+from tests.conftest import TINY_TRAIN
+
+BLOWS_UP = "1e9"  # a learning rate no recipe survives, even at an eighth
+
+
+def _splits(image_folder):
+    return data.split(data.load(str(image_folder)), 40, seed=0)
+
+
+def _compile_blowing_up_at_full_rate(model):
+    """The learning rate is absurd at the full scale and sane from half of it on."""
+    scales = []
+
+    def compile_at(scale: float) -> None:
+        scales.append(scale)
+        fitting.compile_model(model, 1e9 if scale == 1 else 0.01, 0.1, "sgd")
+
+    return compile_at, scales
+
+
+def test_a_diverging_run_restarts_from_the_start_at_half_the_rate_and_finishes(
+        image_folder, tmp_path):
+    splits = _splits(image_folder)
+    model = models.build("squeezenet", (32, 32, 3), len(splits.classes), batch_norm=True)
+    compile_at, scales = _compile_blowing_up_at_full_rate(model)
+    config = {"epochs": 2, "batch_size": 32, "seed": 0}
+    fit = fitting.fit_epochs(model, splits, tmp_path, "train", config, InputContract(),
+                             compile_at)
+    assert scales == [1.0, 0.5]
+    assert [r["learning_rate_scale"] for r in fit.recoveries] == [0.5]
+    assert fit.recoveries[0]["restarted_after_epoch"] == 0 and fit.recoveries[0]["epoch"] == 1
+    assert len(fit.history["loss"]) == 2 and all(math.isfinite(v) for v in fit.history["loss"])
+    assert fit.epochs_run == 2
+
+
+def test_divergence_limit_catches_a_fine_tune_falling_to_chance():
+    assert fitting.divergence_limit(0.6, 10) < math.log(10)  # 2.303: a collapsed network
+    assert fitting.divergence_limit(2.5, 10) == 5.0  # from scratch: twice the start
+
+
+def test_train_that_keeps_diverging_stops_with_the_option_to_lower(image_folder, tmp_path):
+    result = CliRunner().invoke(app, ["train", "--data", str(image_folder), "--epochs", "1",
+                                      "--learning-rate", BLOWS_UP, "--artifacts",
+                                      str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "train diverged 4 times" in result.output
+    assert "--learning-rate on train and build" in result.output
+    assert result.output.count("restarting after epoch 0") == 3
+    assert not (tmp_path / "trained.h5").exists()
+
+
+def test_prune_that_keeps_diverging_names_prunes_and_builds_option(trained_folder, copy_of):
+    folder = copy_of(trained_folder)
+    result = CliRunner().invoke(app, ["prune", "--epochs", "1", "--learning-rate", BLOWS_UP,
+                                      "--artifacts", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "--prune-learning-rate on build" in result.output
+    assert "[prune] learning_rate" in result.output
+    assert not (folder / "pruned.h5").exists()
+
+
+def test_qat_that_keeps_diverging_names_the_qat_learning_rate(trained_folder, copy_of):
+    folder = copy_of(trained_folder)
+    result = CliRunner().invoke(app, ["quantize", "--qat", "--qat-learning-rate", BLOWS_UP,
+                                      "--artifacts", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "qat diverged" in result.output
+    assert "--qat-learning-rate on quantize and build" in result.output
+    assert not (folder / "squeezenet_int8.tflite").exists()
+
+
+@pytest.mark.slow
+def test_build_hands_its_fine_tuning_rates_to_prune_and_qat(image_folder, tmp_path):
+    result = CliRunner().invoke(app, [
+        "build", "--quantize", "int8", *TINY_TRAIN, "--prune-epochs", "1", "--data",
+        str(image_folder), "--prune-learning-rate", "0.02", "--qat", "--qat-learning-rate",
+        "0.0002", "--artifacts", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "prune.json").read_text())["config"]["learning_rate"] == 0.02
+    quantized = json.loads((tmp_path / "quantize.json").read_text())
+    assert quantized["config"]["qat_learning_rate"] == 0.0002
+    assert quantized["qat_history"]["loss"] and quantized["qat_recoveries"] == []
+
+
+@pytest.mark.slow
+def test_a_dataset_smaller_than_one_batch_builds_at_the_default_batch(tmp_path):
+    folder = synthetic.write_image_folder(tmp_path / "few", train_per_class=6,
+                                          test_per_class=4)
+    result = CliRunner().invoke(app, ["build", "--quantize", "int8", "--data", str(folder),
+                                      "--epochs", "4", "--prune-epochs", "2", "--artifacts",
+                                      str(tmp_path / "artifacts")])
+    assert result.exit_code == 0, result.output
+    train = json.loads((tmp_path / "artifacts" / "train.json").read_text())
+    assert train["data"]["train_images"] < 128 and train["recoveries"] == []
+
+
+@pytest.mark.parametrize("stage", sorted(fitting.LEARNING_RATE_OPTION))
+def test_every_learning_rate_option_of_the_advice_exists(stage):
+    """Each option the advice names is one the command really takes."""
+    advice = fitting.LEARNING_RATE_OPTION[stage]
+    for part in advice.split(", "):
+        if part.startswith("--"):
+            option, _, commands = part.partition(" on ")
+            for command in commands.replace(" and ", " ").split():
+                result = CliRunner().invoke(app, [command, "--help"])
+                assert option in result.output, (option, command)
+        else:
+            section, key = part.split("] ")[0].strip("["), part.split("] ")[1].split()[0]
+            assert key in SECTIONS[section].__dataclass_fields__, (section, key)
