@@ -403,6 +403,9 @@ def predict(
     runtime: Annotated[str | None, typer.Option(
         help="Run the model in litert, onnxruntime, tf_keras, openvino or tflite-micro "
              "[default: the file's own].")] = None,
+    trust_model_code: Annotated[bool, typer.Option(
+        help="Let a Keras model's Lambda layers (Python code stored in the file) load and "
+             "run; only for files from a source you trust.")] = False,
 ) -> None:
     """Classify images of any size with a built model (FILE, LABEL, SCORE per line)."""
 
@@ -413,7 +416,8 @@ def predict(
         from edgefire.checks import in_range
 
         in_range(top, 1, None, "--top")
-        results = stage.run(paths, artifacts, model, top, runtime=runtime)
+        results = stage.run(paths, artifacts, model, top, runtime=runtime,
+                            trust_code=trust_model_code)
         if json_output:
             typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
             return

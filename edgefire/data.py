@@ -10,6 +10,7 @@ the input size.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import tarfile
@@ -180,11 +181,37 @@ def _load_keras_cifar10(size: int) -> Dataset:
     return _cached(Path(folder), size, lambda: _resized(_load_cifar_folder(Path(folder)), size))
 
 
+# the only globals a CIFAR-10 python batch names: NumPy's array reconstruction (NumPy 1 and 2)
+CIFAR_PICKLE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"),
+                        ("numpy._core.multiarray", "_reconstruct"),
+                        ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads dicts, lists, bytes, numbers and NumPy arrays; refuses any other global, so a
+    planted batch cannot name a function to call (pickle's way of running code)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in CIFAR_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise _RefusedGlobal(f"{module}.{name}")
+
+
 def _unpickle(raw: bytes, where: str) -> dict:
     try:
-        return pickle.loads(raw, encoding="bytes")
+        batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _RefusedGlobal as exc:
+        raise EdgefireError(f"{where}: refused: the pickle asks for {exc}, which a CIFAR-10 "
+                            "batch never holds (code that would run if read)") from None
     except Exception:
         raise EdgefireError(f"{where}: corrupt CIFAR-10 batch (not a readable pickle)") from None
+    if not isinstance(batch, dict):
+        raise EdgefireError(f"{where}: corrupt CIFAR-10 batch (not a dict)")
+    return batch
 
 
 def _batch_arrays(batch: dict, where: str) -> tuple[np.ndarray, np.ndarray]:

@@ -201,12 +201,76 @@ def save_model(model, path: Path) -> None:
         model.save(tmp, include_optimizer=False)
 
 
-def load_model(path: Path):
-    """Load a Keras model file, answering a corrupt or non-model file with one line."""
+def load_model(path: Path, trust_code: bool = False):
+    """Load a Keras model file, answering a corrupt or non-model file with one line.
+
+    A model file is untrusted input: unless `trust_code`, its stored config is read first
+    (JSON, never executed) and a layer that carries Python code (`Lambda`) or a class Keras
+    does not know is refused before Keras deserializes anything.
+    """
+    if not trust_code:
+        refuse_stored_code(path)
     try:
-        return keras().models.load_model(path, compile=False)
+        return keras().models.load_model(path, compile=False, safe_mode=not trust_code)
     except Exception as exc:  # h5py and Keras raise many types for a bad file
         raise EdgefireError(f"{path}: not a readable Keras model ({type(exc).__name__})") from None
+
+
+# layers whose stored config is Python code: deserializing them runs it
+CODE_LAYERS = {"Lambda"}
+# classes a stored config names that are not in keras.layers, and hold no code: models, and
+# TensorFlow ops on Keras tensors (stored by the op's name, looked up in TensorFlow)
+KNOWN_CLASSES = {"Functional", "Sequential", "Model", "TFOpLambda", "SlicingOpLambda"}
+
+
+def stored_config(path: Path) -> dict | None:
+    """The model config stored in a Keras file (an HDF5 attribute or a .keras zip's
+    config.json), parsed as JSON; None when the file holds none (not a model file)."""
+    import json
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            raw = h5.attrs.get("model_config")
+        return json.loads(raw) if raw is not None else None
+    except (OSError, KeyError, ValueError):  # not HDF5 or zip, no config, not JSON
+        return None
+
+
+def stored_layers(config):
+    """Every (class name, layer name) of a stored model config, nested models included."""
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if "class_name" in config and isinstance(inner, dict) and "name" in inner:
+            yield config["class_name"], inner["name"]
+        for value in config.values():
+            yield from stored_layers(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from stored_layers(value)
+
+
+def refuse_stored_code(path: Path) -> None:
+    """One line naming the first layer of `path` that holds code or is unknown to Keras."""
+    config = stored_config(path)
+    if config is None:
+        return  # Keras's own error follows: not a readable model
+    layers = (config.get("config") or {}).get("layers", []) if isinstance(config, dict) else []
+    for class_name, name in stored_layers(layers):
+        if class_name in CODE_LAYERS:
+            raise EdgefireError(
+                f"{path}: layer {name!r} is a {class_name} layer, Python code stored in the "
+                "model file; not run (pass --trust-model-code if you trust this file's "
+                "source)")
+        if class_name not in KNOWN_CLASSES and not hasattr(keras().layers, class_name):
+            raise EdgefireError(
+                f"{path}: layer {name!r} is a custom layer ({class_name}) that Keras does not "
+                "know; its code is not in the file, so it cannot be loaded")
 
 
 def kernel_sparsity(model, names=None) -> dict:

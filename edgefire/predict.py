@@ -65,12 +65,14 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 
 def run(paths: list[Path], folder: Path, model: Path | None = None, top: int = 1,
-        batch: int = 64, runtime: str | None = None) -> list[dict]:
+        batch: int = 64, runtime: str | None = None, trust_code: bool = False) -> list[dict]:
     """Top-`top` labels and scores of every image: [{"file", "top": [{"label", "score"}]}],
-    from `runtime` (`runtimes.RUNTIMES`; by default the file's native one)."""
+    from `runtime` (`runtimes.RUNTIMES`; by default the file's native one); `trust_code`
+    lets a Keras file's `Lambda` layers load (and run)."""
     model = model or default_model(folder)
     contract = build_contract(folder)
-    runner = runtimes.open_model(model, contract=contract, runtime=runtime)
+    runner = runtimes.open_model(model, contract=contract, runtime=runtime,
+                                 trust_code=trust_code)
     size = contract.size if contract else runner.input_size  # a lone model: its own input
     labels = labels_of(model, folder)
     files = image_files(paths)

@@ -176,10 +176,11 @@ class OpenVinoRunner:
 
 
 class KerasRunner:
-    def __init__(self, path: Path, threads: int | None, contract: InputContract):
+    def __init__(self, path: Path, threads: int | None, contract: InputContract,
+                 trust_code: bool = False):
         from edgefire.models import load_model
 
-        self.model, self.contract = load_model(path), contract
+        self.model, self.contract = load_model(path, trust_code), contract
         self.input_size = int(self.model.input_shape[1])
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
@@ -223,9 +224,11 @@ def runtimes_for(file_format: str) -> list[Runtime]:
 
 
 def open_model(path: Path, threads: int | None = None,
-               contract: InputContract | None = None, runtime: str | None = None):
+               contract: InputContract | None = None, runtime: str | None = None,
+               trust_code: bool = False):
     """A runner for the artifact at `path` in `runtime` (by default its format's native one);
-    pixels are prepared by `contract` (the reference's 32x32 pixel / 255 when not given)."""
+    pixels are prepared by `contract` (the reference's 32x32 pixel / 255 when not given).
+    Only Keras files can hold code: `trust_code` lets their `Lambda` layers load."""
     if not path.exists():
         raise EdgefireError(f"{path}: model file not found")
     if path.stat().st_size == 0:
@@ -239,7 +242,8 @@ def open_model(path: Path, threads: int | None = None,
                             f"{', '.join(chosen.formats)})")
     if not chosen.installed():
         raise EdgefireError(f"{chosen.name}: {chosen.missing()}")
-    return chosen.runner(path, threads, contract or InputContract())
+    options = {"trust_code": True} if trust_code and file_format == "keras" else {}
+    return chosen.runner(path, threads, contract or InputContract(), **options)
 
 
 def predict(runner, pixels: np.ndarray, batch: int = 500) -> np.ndarray:

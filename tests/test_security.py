@@ -1,0 +1,99 @@
+"""Files edgefire reads never run code: a Keras file with a `Lambda` layer (given to predict,
+or planted in an artifacts folder) and a CIFAR-10 batch whose pickle names a function."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from edgefire import data, models
+from edgefire.cli import app
+from edgefire.errors import EdgefireError
+from edgefire.tfenv import keras
+
+
+def _lambda_model(path, marker):
+    """A working classifier whose Lambda layer writes `marker` when its code runs."""
+    layers = keras().layers
+    inputs = layers.Input((32, 32, 3))
+    x = layers.Lambda(lambda t, m=str(marker): (open(m, "w").close(), t)[1], name="evil")(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras().Model(inputs, layers.Dense(10, activation="softmax")(x))
+    model.save(path)
+    marker.unlink()  # building the model ran it once: only a later run counts
+    return path
+
+
+def test_predict_refuses_a_lambda_model_and_runs_none_of_its_code(trained_folder,
+                                                                   image_folder, tmp_path):
+    marker = tmp_path / "ran"
+    model = _lambda_model(tmp_path / "evil.h5", marker)
+    image = next((image_folder / "test").rglob("*.png"))
+    result = CliRunner().invoke(app, ["predict", "--model", str(model), "--artifacts",
+                                      str(trained_folder), str(image)])
+    assert result.exit_code == 2, result.output
+    assert "layer 'evil' is a Lambda layer" in result.output
+    assert "--trust-model-code" in result.output
+    assert not marker.exists()
+
+
+def test_trust_model_code_lets_the_lambda_load(tmp_path):
+    marker = tmp_path / "ran"
+    model = _lambda_model(tmp_path / "evil.h5", marker)
+    models.load_model(model, trust_code=True)
+    assert marker.exists()  # the user said so: the code ran when Keras rebuilt the layer
+
+
+def test_a_planted_trained_model_is_refused_by_prune(trained_folder, copy_of, tmp_path):
+    folder = copy_of(trained_folder)
+    marker = tmp_path / "ran"
+    _lambda_model(tmp_path / "evil.h5", marker)
+    shutil.copy(tmp_path / "evil.h5", folder / "trained.h5")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    planted = (folder / "trained.h5").read_bytes()  # the manifest rewritten to match, too
+    manifest["artifacts"]["trained.h5"].update(bytes=len(planted),
+                                               sha256=hashlib.sha256(planted).hexdigest())
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(app, ["prune", "--epochs", "1", "--artifacts", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "layer 'evil' is a Lambda layer" in result.output
+    assert not marker.exists()
+
+
+def test_a_model_saved_as_keras_zip_is_checked_too(tmp_path):
+    marker = tmp_path / "ran"
+    model = _lambda_model(tmp_path / "evil.keras", marker)
+    with pytest.raises(EdgefireError, match="layer 'evil' is a Lambda layer"):
+        models.load_model(model)
+    assert not marker.exists()
+
+
+def test_an_edgefire_model_has_no_stored_code(trained_folder):
+    models.refuse_stored_code(trained_folder / "trained.h5")  # no error
+    names = [name for _, name in models.stored_layers(
+        models.stored_config(trained_folder / "trained.h5")["config"]["layers"])]
+    assert "fire5/expand3x3" in names and "conv10" in names
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_planted_cifar_batch_is_refused_and_its_code_never_runs(cifar_folder, tmp_path):
+    folder = shutil.copytree(cifar_folder, tmp_path / "cifar-10-batches-py")
+    marker = tmp_path / "ran"
+    (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": _RunsCode(marker),
+                                                        b"labels": [0]}))
+    with pytest.raises(EdgefireError, match=r"data_batch_3: refused: the pickle asks for "
+                                            r"(io|builtins)\.open"):
+        data.load(str(folder))
+    assert not marker.exists()
