@@ -26,6 +26,7 @@ from edgefire.errors import EdgefireError
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CACHE_VERSION = "2"
+KERAS_CIFAR10_CACHE = Path.home() / ".keras" / "datasets" / "cifar-10-batches-py"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,20 @@ def load(source: str, size: int = DEFAULT_SIZE) -> Dataset:
                             "cifar-10-python.tar.gz, a cifar-10-batches-py folder or an "
                             "image-folder root with train/ and test/)")
     return _cached(path, size, lambda: _load_path(path, size))
+
+
+def check_apart(source: str, folder: Path) -> None:
+    """Nothing is ever written into the user's data: the artifacts folder may not lie inside
+    the data source, nor the data inside the artifacts folder."""
+    if source == "cifar10":
+        return
+    data_path, out = Path(source).expanduser().resolve(), folder.expanduser().resolve()
+    if out == data_path or data_path in out.parents:
+        raise EdgefireError(f"--artifacts {folder} is inside the data source {source}: "
+                            "edgefire never writes into your data (choose a folder outside it)")
+    if out in data_path.parents:
+        raise EdgefireError(f"the data source {source} is inside --artifacts {folder}: keep "
+                            "the data outside the folder edgefire writes")
 
 
 def of_build(train_meta: dict, override: str | None = None) -> tuple[Dataset, Splits]:
@@ -113,10 +128,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEFIRE_CACHE", Path.home() / ".cache" / "edgefire"))
 
 
-def _fingerprint(path: Path, size: int) -> str:
-    """Path, size and modification time of the source and of the folders two levels in it,
-    and the input size the images are resized to."""
-    parts = [CACHE_VERSION, str(path.resolve()), str(size)]
+def _entries(path: Path) -> list[Path]:
+    """The source and what lies up to three levels in it (splits, classes, images)."""
     entries = [path]
     if path.is_dir():
         for sub in sorted(path.iterdir()):
@@ -126,9 +139,36 @@ def _fingerprint(path: Path, size: int) -> str:
                     entries.append(inner)
                     if inner.is_dir():
                         entries.extend(sorted(inner.iterdir()))
-    for entry in entries:
+    return entries
+
+
+def _stats(path: Path) -> list[str]:
+    """Name relative to the source, size and modification time of each entry."""
+    parts = []
+    for entry in _entries(path):
         stat = entry.stat()
-        parts.append(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}")
+        name = entry.relative_to(path).as_posix() if entry != path else ""
+        parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return parts
+
+
+def _fingerprint(path: Path, size: int) -> str:
+    """The cache key: the source's path and input size, and its files' sizes and times."""
+    parts = [CACHE_VERSION, str(path.resolve()), str(size), *_stats(path)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def source_fingerprint(source: str) -> str:
+    """What the data is, for the manifest: every file's name (relative to the source), size
+    and modification time; not where it lies, so a moved folder is the same data. Keras's
+    CIFAR-10 is its cache folder ('cifar10' until it is downloaded)."""
+    path = Path(source).expanduser() if source != "cifar10" else KERAS_CIFAR10_CACHE
+    if not path.exists():
+        return source
+    try:
+        parts = _stats(path)
+    except OSError as exc:
+        raise EdgefireError(f"{path}: cannot read the data source ({exc.strerror})") from None
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

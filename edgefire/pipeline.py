@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, distribute, layout, report
+from edgefire import artifacts, data, distribute, layout, report
 from edgefire.checks import choice
 from edgefire.config import (
     ExportConfig,
@@ -52,7 +52,7 @@ class Stage:
 def stages(plan: Plan) -> list[Stage]:
     from edgefire import export, prune, quantize, train, verification
 
-    rows = [Stage("train", train.inputs, as_dict(plan.train),
+    rows = [Stage("train", train.inputs, train.stage_config(plan.train),
                   lambda f: train.run(plan.train, f, plan.distribute))]
     if plan.prune.sparsity > 0:
         where = None if plan.distribute == "multi-worker" else plan.distribute
@@ -80,6 +80,7 @@ def run(plan: Plan, folder: Path, echo=print) -> dict | None:
         if not placement.is_chief:
             return help_chief_train(plan, folder, placement, echo)
         chief_tells_workers(plan, folder, placement)
+    data.check_apart(plan.train.data, folder)
     artifacts.ensure_folder(folder)
     if plan.force and (aside := artifacts.set_aside_manifest(folder)):
         echo(f"! {folder / artifacts.MANIFEST} was unreadable: kept as {aside}, starting over")
@@ -112,7 +113,7 @@ def training_needed(plan: Plan, folder: Path) -> bool:
     from edgefire import train
 
     return plan.force or not artifacts.stage_is_current(folder, "train", train.inputs(folder),
-                                                        as_dict(plan.train))
+                                                        train.stage_config(plan.train))
 
 
 def chief_tells_workers(plan: Plan, folder: Path, placement) -> None:

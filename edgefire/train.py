@@ -82,8 +82,14 @@ def plot_history(history: dict, path: Path) -> None:
 
 
 def inputs(folder: Path) -> list[Path]:
-    """Train reads no artifact: only its data source."""
+    """Train reads no artifact: only its data source (see `stage_config`)."""
     return []
+
+
+def stage_config(config: TrainConfig) -> dict:
+    """What the manifest compares a train stage by: its config and its data's fingerprint, so
+    a changed dataset (a class or an image added, a file replaced) trains again."""
+    return {**as_dict(config), "data_fingerprint": data.source_fingerprint(config.data)}
 
 
 def run(config: TrainConfig, folder: Path, where: str = "auto") -> dict:
@@ -96,8 +102,10 @@ def run(config: TrainConfig, folder: Path, where: str = "auto") -> dict:
 
 
 def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> dict:
+    data.check_apart(config.data, folder)
     artifacts.ensure_folder(folder)
     dataset = data.load(config.data, config.image_size)
+    recorded = stage_config(config)  # the data as loaded; a later change trains again
     splits = data.split(dataset, config.val_size, config.seed, config.limit)
     fingerprint, classes = dataset.fingerprint, list(dataset.classes)
     del dataset  # the splits hold what training needs: keep one copy of the images, not two
@@ -133,6 +141,6 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
         artifacts.write_json(folder / layout.record("train"), meta)
     outputs = [folder / n for n in (MODEL, layout.HISTORY, layout.TRAINING_CURVES,
                                     layout.record("train"))]
-    artifacts.record_stage(folder, "train", outputs, [], as_dict(config))
+    artifacts.record_stage(folder, "train", outputs, [], recorded)
     fitting.remove_checkpoint(folder, "train")
     return meta

@@ -164,6 +164,22 @@ def test_second_build_is_up_to_date(built, image_folder):
     assert set(stage_status(built).values()) == {"up to date"}
 
 
+def test_a_changed_dataset_trains_again_and_a_moved_one_does_not(built, image_folder,
+                                                                  copy_of, tmp_path):
+    folder = copy_of(built)
+    moved = Path(shutil.copytree(image_folder, tmp_path / "moved", copy_function=shutil.copy2))
+    result = invoke(*BUILD, "--data", str(moved), "--artifacts", str(folder))
+    assert result.exit_code == 0, result.output  # --data is a train setting: it trains again
+    assert stage_status(folder)["train"] == "ran"
+    fingerprint = json.loads((folder / "manifest.json").read_text())["stages"]["train"][
+        "config"]["data_fingerprint"]
+    assert fingerprint == data.source_fingerprint(str(image_folder))  # where is not what
+    shutil.copy(next((moved / "train" / "cat").iterdir()), moved / "train" / "cat" / "new.png")
+    result = invoke(*BUILD, "--data", str(moved), "--artifacts", str(folder))
+    assert result.exit_code == 0, result.output
+    assert set(stage_status(folder).values()) == {"ran"}
+
+
 def test_changing_a_verify_option_reruns_only_verify(built, image_folder, copy_of):
     folder = copy_of(built)
     result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder),
