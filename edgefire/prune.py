@@ -28,7 +28,7 @@ def pruning_schedule(config: PruneConfig, steps_per_epoch: int):
 
     total = config.epochs * steps_per_epoch
     end = max(1, 2 * total // 3)
-    frequency = max(1, min(config.frequency, end // 4))
+    frequency = max(1, min(config.frequency, end // config.min_mask_updates))
     end = max(frequency, end // frequency * frequency)
     return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0,
                                                 final_sparsity=config.sparsity, begin_step=0,

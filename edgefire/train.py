@@ -28,7 +28,8 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
     placement = placement or distribute.place("none")
     steps = math.ceil(len(splits.y_train) / config.batch_size)
     total = config.epochs * steps
-    warmup = min(config.warmup_epochs * steps, total // 5)  # short runs still reach the peak
+    warmup = min(max(config.warmup_epochs * steps, config.warmup_min_steps),
+                 total // 5)  # short runs still reach the peak
     with placement.strategy.scope():
         model = build_training_model(config, splits)
 
