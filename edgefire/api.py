@@ -31,7 +31,7 @@ SECTIONS = {"train": TrainConfig, "prune": PruneConfig, "quantize": QuantizeConf
             "export": ExportConfig, "verify": VerifyConfig}
 # the Python types a TOML value may have for a field of each annotation (bool is not an int)
 TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
-         "tuple[str, ...]": (list, tuple)}
+         "tuple[str, ...]": (list, tuple), "tuple[float, ...]": (list, tuple, int, float)}
 
 
 def read_settings(path: Path) -> dict[str, dict]:

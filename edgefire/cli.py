@@ -76,8 +76,16 @@ OptimizerOpt = Annotated[str, typer.Option(
     help="Training optimizer: sgd (Nesterov momentum 0.9) or adam.")]
 LearningRateOpt = Annotated[float | None, typer.Option(
     help="Peak learning rate [default: sgd 0.1, adam 0.003].")]
-ImageSizeOpt = Annotated[int, typer.Option(
-    help="Model input is N x N; images of any size are resized to it.")]
+ImageSizeOpt = Annotated[int | None, typer.Option(
+    help="Model input is N x N; images of any size are resized to it [default: 32, or a "
+         "given model's own].")]
+ModelOpt = Annotated[str | None, typer.Option(
+    help="A Keras classifier to start from instead of --arch: tf_keras .h5 or .keras, or a "
+         "SavedModel folder; --epochs 0 takes it as it is.")]
+MeanOpt = Annotated[str | None, typer.Option(
+    help="A given model's input is (pixel - mean) / std: one value or three, pixel units "
+         "[default: 0, or raw pixels for a model that rescales itself].")]
+StdOpt = Annotated[str | None, typer.Option(help="See --mean [default: 255].")]
 DataOverrideOpt = Annotated[str | None, typer.Option(
     "--data", help="Override the data source recorded by train.")]
 FallbackOpt = Annotated[bool, typer.Option(
@@ -124,7 +132,10 @@ def train(
     data: DataOpt = T.data,
     arch: Annotated[str, typer.Option(help="Architecture: squeezenet (the reference), "
                                       "squeezenet_bypass, squeezenet32.")] = T.arch,
-    image_size: ImageSizeOpt = T.image_size,
+    model: ModelOpt = None,
+    image_size: ImageSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
     optimizer: OptimizerOpt = T.optimizer,
@@ -140,8 +151,9 @@ def train(
 
     def action():
         from edgefire import train as stage
-        config = defaults.TrainConfig(data=data, arch=arch, image_size=image_size,
-                                      epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+        config = defaults.TrainConfig(data=data, arch=arch, model=model,
+                                      image_size=image_size, mean=mean, std=std, epochs=epochs,
+                                      batch_size=batch_size, optimizer=optimizer,
                                       learning_rate=learning_rate, dropout=dropout, seed=seed,
                                       limit=limit)
         meta = stage.run(config, artifacts, distribute)
@@ -281,6 +293,7 @@ def verify(
 # config file, the project's [tool.edgefire] and the defaults
 BUILD_FLAGS = {
     "data": ("train", "data"), "arch": ("train", "arch"), "image_size": ("train", "image_size"),
+    "model": ("train", "model"), "mean": ("train", "mean"), "std": ("train", "std"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
     "optimizer": ("train", "optimizer"), "learning_rate": ("train", "learning_rate"),
     "dropout": ("train", "dropout"), "seed": ("train", "seed"), "limit": ("train", "limit"),
@@ -320,7 +333,10 @@ def build(
         "--quantize", help="int8 (full integer), float16, dynamic (range) or none.")] = Q.mode,
     data: DataOpt = T.data,
     arch: Annotated[str, typer.Option(help="Architecture (see train).")] = T.arch,
-    image_size: ImageSizeOpt = T.image_size,
+    model: ModelOpt = None,
+    image_size: ImageSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
     optimizer: OptimizerOpt = T.optimizer,

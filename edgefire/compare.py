@@ -29,9 +29,12 @@ def row(folder: Path) -> dict:
     if int8 is None:
         raise EdgefireError(f"{folder}: report has no {name} (build with "
                             "--quantize int8)")
-    model = models.build(arch, of_build(train).shape, len(train["classes"]))
+    macs = train.get("multiply_accumulates")
+    if macs is None:  # builds from before train.json recorded it
+        macs = models.multiply_accumulates(models.build(arch, of_build(train).shape,
+                                                        len(train["classes"])))
     return {"folder": str(folder), "arch": arch, "parameters": train["parameters"],
-            "macs": models.multiply_accumulates(model), "epochs": train["epochs"],
+            "macs": macs, "epochs": train["epochs"],
             "int8_bytes": int8["bytes"], "int8_accuracy": int8["accuracy"],
             "float_accuracy": by_name[result["reference"]]["accuracy"],
             "train_seconds": train["wall_seconds"], "build_seconds": _build_seconds(folder)}

@@ -87,8 +87,10 @@ def check_apart(source: str, folder: Path) -> None:
 
 def of_build(train_meta: dict, override: str | None = None) -> tuple[Dataset, Splits]:
     """The dataset and splits a build trained on (its source, input size, seed and limit)."""
+    from edgefire.contract import of_build as contract_of
+
     config = train_meta["config"]
-    dataset = load(override or config["data"], config.get("image_size", DEFAULT_SIZE))
+    dataset = load(override or config["data"], contract_of(train_meta).size)
     return dataset, split(dataset, config["val_size"], config["seed"], config["limit"])
 
 

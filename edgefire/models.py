@@ -187,7 +187,10 @@ def multiply_accumulates(model) -> int:
     layers = keras().layers
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
+        if isinstance(layer, layers.DepthwiseConv2D):  # one kernel window per output channel
+            kernel, out = layer.depthwise_kernel.shape, layer.output_shape
+            total += out[1] * out[2] * out[3] * kernel[0] * kernel[1]
+        elif isinstance(layer, layers.Conv2D):
             kernel = layer.kernel.shape
             out = layer.output_shape
             total += out[1] * out[2] * out[3] * kernel[0] * kernel[1] * kernel[2]

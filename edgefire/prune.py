@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +70,16 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
 
     seed_everything(train_config["seed"])
     steps = math.ceil(len(splits.y_train) / config.batch_size)
-    arch, unfold = train_config["arch"], train_config.get("batch_norm", False)
+    arch, given = train_config["arch"], train_config.get("model") is not None
+    unfold = train_config.get("batch_norm", False) and not given  # a given model keeps its BN
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         if unfold:
             sample = np.random.default_rng(train_config["seed"]).permutation(
                 len(splits.y_train))[:UNFOLD_IMAGES]  # the folder's order is by class
             model = models.unfold_batch_norm(model, arch,
                                              contract.normalize(splits.x_train[sample]))
-        models.set_dropout(model, train_config.get("dropout", models.DROPOUT))
+        if not given:  # a given model keeps its own dropout rates
+            models.set_dropout(model, train_config.get("dropout", models.DROPOUT))
         wrapped = wrap_for_pruning(model, config, steps)
 
     def compile_at(scale: float) -> None:
@@ -92,13 +95,28 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
     if unfold:
         pruned = models.fold_batch_norm(pruned, arch)
-    models.set_dropout(pruned, models.DROPOUT)
+    if not given:
+        models.set_dropout(pruned, models.DROPOUT)
     return pruned, fit
 
 
 def inputs(folder: Path) -> list[Path]:
     """What prune reads: the trained model (checked intact)."""
     return [artifacts.artifact_path(folder, layout.TRAINED, "prune")]
+
+
+def dense_layers_of(config: PruneConfig, model, given: bool) -> PruneConfig:
+    """`config` with `keep_dense` checked against the model's layers. The defaults name the
+    reference's first and last convolutions: for a given model they become its own."""
+    names = [layer.name for layer in model.layers]
+    if given and config.keep_dense == PruneConfig().keep_dense:
+        convs = [layer.name for layer in model.layers
+                 if isinstance(layer, keras().layers.Conv2D)]
+        return replace(config, keep_dense=tuple(dict.fromkeys(convs[:1] + convs[-1:])))
+    unknown = sorted(set(config.keep_dense) - set(names))
+    if unknown:
+        raise EdgefireError(f"--keep-dense names layers the model does not have: {unknown}")
+    return config
 
 
 def run(config: PruneConfig, folder: Path, data_override: str | None = None,
@@ -118,10 +136,8 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
     meta = artifacts.read_json(folder / layout.record("train"), "training metadata")
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         model = models.load_model(trained_path)  # its variables are the ones pruning wraps
-    unknown = sorted(set(config.keep_dense) - {layer.name for layer in model.layers})
-    if unknown:
-        raise EdgefireError(f"--keep-dense names layers the model does not have: {unknown}")
     train_config, contract = meta["config"], of_build(meta)
+    config = dense_layers_of(config, model, train_config.get("model") is not None)
     _, splits = data.of_build(meta, data_override)
     models.check_input_shape(model, splits, trained_path)
     before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)

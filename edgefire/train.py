@@ -19,27 +19,34 @@ MODEL = layout.TRAINED
 
 
 def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
-                placement: distribute.Placement | None = None):
+                placement: distribute.Placement | None = None, given=None):
     """Train on the training split with the recipe of `config`; resume from a checkpoint.
+    A given model (`given_model.Given`) is fine-tuned instead, or taken as it is at 0 epochs.
 
-    Returns the deployable (batch-norm-folded) model and what the fit did (`fitting.Fit`).
+    Returns the deployable model (built-in: batch norm folded) and what the fit did.
     """
     seed_everything(config.seed)
     placement = placement or distribute.place("none")
+    if given is not None and config.epochs == 0:
+        return given.model, fitting.Fit({}, 0)
     steps = math.ceil(len(splits.y_train) / config.batch_size)
     total = config.epochs * steps
     warmup = min(max(config.warmup_epochs * steps, config.warmup_min_steps),
                  total // 5)  # short runs still reach the peak
-    with placement.strategy.scope():
-        model = build_training_model(config, splits)
+    if given is None:
+        with placement.strategy.scope():
+            model = build_training_model(config, splits)
+    else:
+        model = given.model  # loaded in the strategy's scope; its own regularizers only
 
     def compile_at(scale: float) -> None:
         schedule = fitting.warmup_cosine_schedule()(config.learning_rate * scale, warmup, total)
         fitting.compile_model(model, schedule, config.label_smoothing, config.optimizer)
 
-    fit = fitting.fit_epochs(model, splits, folder, "train", as_dict(config), config.contract,
+    contract = given.contract if given else config.contract
+    fit = fitting.fit_epochs(model, splits, folder, "train", as_dict(config), contract,
                              compile_at, augmented=config.augment, placement=placement)
-    return _deployable(model, config), fit
+    return (model if given else _deployable(model, config)), fit
 
 
 def build_training_model(config: TrainConfig, splits: data.Splits):
@@ -62,6 +69,23 @@ def _deployable(model, config: TrainConfig):
     return deploy
 
 
+def load_data(config: TrainConfig, placement: distribute.Placement):
+    """The dataset at the model's input size, and the given model adapted to it (or None)."""
+    from edgefire import given_model
+
+    if config.model is None:
+        return data.load(config.data, config.image_size), None
+    with placement.strategy.scope():
+        model, size = given_model.open_model(config.model, config.image_size)
+        dataset = data.load(config.data, size)
+        given = given_model.adapt(model, config.model, size, len(dataset.classes),
+                                  config.mean, config.std, config.epochs, config.seed)
+    print(f"  given model {config.model}: {given.notes['head']} head; input "
+          f"{given.contract.size}x{given.contract.size}, {given.notes['contract']}",
+          flush=True)
+    return dataset, given
+
+
 def plot_history(history: dict, path: Path) -> None:
     import matplotlib
 
@@ -82,6 +106,16 @@ def plot_history(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def given_accuracy(given, splits: data.Splits) -> dict:
+    """A given model's float top-1 on validation and test before any fine-tuning (its new
+    head, if any, untrained): the number fine-tuning is to beat."""
+    if given is None or given.notes["head"] != "kept":
+        return {}
+    return {f"{split}_accuracy_given": fitting.accuracy(given.model, x, y, given.contract)
+            for split, x, y in (("val", splits.x_val, splits.y_val),
+                                ("test", splits.x_test, splits.y_test))}
+
+
 def inputs(folder: Path) -> list[Path]:
     """Train reads no artifact: only its data source (see `stage_config`)."""
     return []
@@ -90,7 +124,12 @@ def inputs(folder: Path) -> list[Path]:
 def stage_config(config: TrainConfig) -> dict:
     """What the manifest compares a train stage by: its config and its data's fingerprint, so
     a changed dataset (a class or an image added, a file replaced) trains again."""
-    return {**as_dict(config), "data_fingerprint": data.source_fingerprint(config.data)}
+    from edgefire import given_model
+
+    recorded = {**as_dict(config), "data_fingerprint": data.source_fingerprint(config.data)}
+    if config.model:  # the file's bytes: a changed model trains (and everything after) again
+        recorded["model_sha256"] = given_model.fingerprint(config.model)
+    return recorded
 
 
 def run(config: TrainConfig, folder: Path, where: str = "auto") -> dict:
@@ -105,7 +144,8 @@ def run(config: TrainConfig, folder: Path, where: str = "auto") -> dict:
 def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> dict:
     data.check_apart(config.data, folder)
     artifacts.ensure_folder(folder)
-    dataset = data.load(config.data, config.image_size)
+    dataset, given = load_data(config, placement)
+    contract = given.contract if given else config.contract
     recorded = stage_config(config)  # the data as loaded; a later change trains again
     splits = data.split(dataset, config.val_size, config.seed, config.limit)
     fingerprint, classes = dataset.fingerprint, list(dataset.classes)
@@ -116,21 +156,24 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
           f"{placed['replica_batch']} images per replica of each {config.batch_size}-image "
           "step", flush=True)
     start = time.perf_counter()
-    model, fit = train_model(config, splits, folder, placement)
+    before = given_accuracy(given, splits)
+    model, fit = train_model(config, splits, folder, placement, given)
     history, epochs_run = fit.history, fit.epochs_run
     wall = time.perf_counter() - start
-    val_accuracy = fitting.accuracy(model, splits.x_val, splits.y_val, config.contract)
+    val_accuracy = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
     meta = {
         "stage": "train", "config": as_dict(config), "seed": config.seed,
         "data": {"source": config.data, "fingerprint": fingerprint,
                  "train_images": int(len(splits.y_train)),
                  "val_images": int(len(splits.y_val)),
                  "test_images": int(len(splits.y_test))},
-        "classes": classes, "input_shape": list(config.contract.shape),
-        "input": config.contract.to_json(), "class_counts": data.class_counts(splits),
+        "classes": classes, "input_shape": list(contract.shape),
+        "input": contract.to_json(), "class_counts": data.class_counts(splits),
         "epochs": config.epochs, "epochs_run": epochs_run, "wall_seconds": round(wall, 1),
-        "images_per_second": round(len(splits.y_train) * epochs_run / wall, 1),
+        "images_per_second": round(len(splits.y_train) * epochs_run / max(wall, 1e-9), 1),
         "val_accuracy": val_accuracy, "parameters": int(model.count_params()),
+        "multiply_accumulates": models.multiply_accumulates(model),
+        "given_model": {**given.notes, **before} if given else None,
         "recoveries": fit.recoveries,
         "distribute": {**placement.describe(config.batch_size),
                        "steps_per_epoch": math.ceil(len(splits.y_train) / config.batch_size)},

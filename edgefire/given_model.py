@@ -1,0 +1,208 @@
+"""A model the user brings (`--model FILE`): loaded without running code, checked to be an
+image classifier, given the input contract it expects, and a new head for other classes.
+
+Accepted: a tf_keras `.h5` or `.keras` file and a tf_keras SavedModel folder. The build's
+float model is this model (fine-tuned when `--epochs` > 0); its batch normalization stays
+until conversion, where the TFLite converter folds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefire import models
+from edgefire.contract import InputContract
+from edgefire.errors import EdgefireError
+from edgefire.tfenv import keras
+
+# layers between the scoring layer and the output that hold no weights: the head's tail
+TAIL_LAYERS = ("Softmax", "Activation", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+               "Flatten", "Reshape", "Dropout")
+RESCALING_LAYERS = ("Rescaling", "Normalization")
+
+
+@dataclass(frozen=True)
+class Given:
+    """The model ready to train or convert, the contract its input takes, and what was done."""
+
+    model: object
+    contract: InputContract
+    notes: dict
+
+
+def name_of(path: str) -> str:
+    """A file-name-safe name for the build's files (`<name>_int8.tflite`)."""
+    stem = Path(path).name.split(".")[0] if Path(path).is_file() else Path(path).name
+    return re.sub(r"[^a-z0-9_]+", "_", stem.lower()).strip("_") or "model"
+
+
+def fingerprint(path: str) -> str:
+    """sha256 of the model file (of every file, by relative name, for a SavedModel folder)."""
+    root = Path(path)
+    if not root.exists():
+        raise EdgefireError(f"{root}: model file not found")
+    digest = hashlib.sha256()
+    for file in sorted(root.rglob("*")) if root.is_dir() else [root]:
+        if file.is_file():
+            digest.update(file.relative_to(root).as_posix().encode() if root.is_dir() else b"")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def load(path: str):
+    """The Keras model in `path`, loaded in safe mode; one line for anything else."""
+    root = Path(path)
+    if not root.exists():
+        raise EdgefireError(f"{root}: model file not found")
+    if root.is_dir() and not (root / "saved_model.pb").exists():
+        raise EdgefireError(f"{root}: not a SavedModel folder (no saved_model.pb)")
+    if root.is_file() and _is_keras3(root):
+        raise EdgefireError(f"{root}: a Keras 3 .keras file; edgefire prunes and quantizes with "
+                            "tf_keras (Keras 2): save the model with tf_keras, or as a "
+                            "SavedModel")
+    model = models.load_model(root)
+    if not isinstance(model, keras().Model):
+        raise EdgefireError(f"{root}: a SavedModel without Keras metadata; save it with "
+                            "tf_keras (model.save(folder))")
+    return model
+
+
+def _is_keras3(path: Path) -> bool:
+    """A .keras zip whose metadata.json says Keras 3 wrote it."""
+    import json
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            version = json.loads(archive.read("metadata.json")).get("keras_version", "")
+    except (KeyError, ValueError, OSError):
+        return False
+    return str(version).startswith("3")
+
+
+def check_classifier(model, path: str) -> None:
+    """One image input (rank 4, 3 channels), one output of one score per class."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise EdgefireError(f"{path}: the model has {len(model.inputs)} inputs and "
+                            f"{len(model.outputs)} outputs; an image classifier has one each")
+    shape = tuple(model.input_shape)
+    if len(shape) != 4:
+        raise EdgefireError(f"{path}: input shape {shape} is not an image batch (N, H, W, C)")
+    if shape[3] == 1:
+        raise EdgefireError(f"{path}: a grayscale (1-channel) model; edgefire builds RGB models "
+                            "(3 channels): gray images are converted to RGB")
+    if shape[3] != 3:
+        raise EdgefireError(f"{path}: input has {shape[3]} channels; an RGB image has 3")
+    if len(model.output_shape) != 2:
+        raise EdgefireError(f"{path}: output shape {tuple(model.output_shape)} is not one score "
+                            "per class (N, classes)")
+
+
+def input_size(model, path: str, image_size: int | None) -> int:
+    """The model's fixed square input size, or `image_size` for a free spatial size."""
+    _, height, width, _ = model.input_shape
+    if height is None or width is None:
+        if image_size is None:
+            raise EdgefireError(f"{path}: the model takes any image size: give --image-size")
+        return image_size
+    if height != width:
+        raise EdgefireError(f"{path}: input {height}x{width} is not square; edgefire feeds "
+                            "N x N images")
+    if image_size is not None and image_size != height:
+        raise EdgefireError(f"--image-size {image_size} disagrees with the model's fixed input "
+                            f"{height}x{width} ({path})")
+    return int(height)
+
+
+def rescales_itself(model) -> str | None:
+    """The name of a Rescaling or Normalization layer right after the input, if any."""
+    for layer in model.layers[1:3]:
+        if type(layer).__name__ in RESCALING_LAYERS:
+            return layer.name
+    return None
+
+
+def with_contract(model, size: int, mean, std, path: str) -> tuple[object, InputContract, str]:
+    """The model and the contract of its input.
+
+    A model that rescales itself takes raw pixels. A contract uint8 pixels can express
+    directly (mean 0, one std) is kept; any other (per-channel, or a mean) is put into the
+    model as a first Normalization layer, so the deployed file still takes raw pixels.
+    """
+    own = rescales_itself(model)
+    if own and mean is None and std is None:
+        return model, InputContract(size, (0.0,) * 3, (1.0,) * 3), \
+            f"raw pixels 0-255 (the model rescales itself: layer {own!r})"
+    mean = tuple(float(v) for v in (mean or (0.0,) * 3))
+    std = tuple(float(v) for v in (std or (255.0,) * 3))
+    if not any(mean) and len(set(std)) == 1:
+        return model, InputContract(size, mean, std), f"(pixel - 0) / {std[0]:g}"
+    layers = keras().layers
+    inputs = layers.Input((size, size, 3), name="pixels")
+    normalize = layers.Normalization(mean=list(mean), variance=[s * s for s in std],
+                                     name="normalize")
+    wrapped = keras().Model(inputs, model(normalize(inputs)), name=model.name)
+    return wrapped, InputContract(size, (0.0,) * 3, (1.0,) * 3), \
+        f"(pixel - {list(mean)}) / {list(std)}, as the model's first layer"
+
+
+def scoring_layer(model):
+    """The last layer with weights before the output, and the weightless layers after it."""
+    layer, tail = model.layers[-1], []
+    while type(layer).__name__ in TAIL_LAYERS or not layer.weights:
+        tail.append(layer)
+        inbound = layer._inbound_nodes[-1].inbound_layers
+        if isinstance(inbound, list) or layer is model.layers[0]:
+            raise EdgefireError(f"{model.name}: cannot find the layer that makes the class "
+                                f"scores (before {layer.name!r})")
+        layer = inbound
+    if type(layer).__name__ not in ("Dense", "Conv2D"):
+        raise EdgefireError(f"the layer that makes the class scores, {layer.name!r}, is a "
+                            f"{type(layer).__name__}; a new head replaces a Dense or Conv2D")
+    return layer, tail[::-1]
+
+
+def new_head(model, classes: int, seed: int):
+    """The model with its scoring layer (and the weightless tail after it) made anew for
+    `classes` classes, initialized by `seed`; softmax at the end."""
+    layer, tail = scoring_layer(model)
+    config = layer.get_config()
+    config.update(name=f"{layer.name}_new", activation="linear")
+    config["units" if "units" in config else "filters"] = classes
+    config["kernel_initializer"] = {"class_name": "GlorotUniform", "config": {"seed": seed}}
+    x = type(layer).from_config(config)(layer.input)
+    for after in tail:
+        if type(after).__name__ in ("Softmax", "Activation"):
+            continue
+        x = type(after).from_config({**after.get_config(), "name": f"{after.name}_new"})(x)
+    x = keras().layers.Softmax(name="scores")(x)
+    return keras().Model(model.input, x, name=model.name), layer.name
+
+
+def open_model(path: str, image_size: int | None):
+    """The given model, checked to be an image classifier, and its input size."""
+    model = load(path)
+    check_classifier(model, path)
+    return model, input_size(model, path, image_size)
+
+
+def adapt(model, path: str, size: int, classes: int, mean, std, epochs: int,
+          seed: int) -> Given:
+    """The given model adapted to the data's classes (a new head) and its input contract."""
+    notes = {"file": path, "sha256": fingerprint(path),
+             "parameters_given": int(model.count_params()),
+             "classes_given": int(model.output_shape[-1]), "head": "kept"}
+    if model.output_shape[-1] != classes:
+        if epochs == 0:
+            raise EdgefireError(f"{path}: the model scores {model.output_shape[-1]} classes, "
+                                f"the data has {classes}: a new head needs training (give "
+                                "--epochs)")
+        model, replaced = new_head(model, classes, seed)
+        notes["head"] = f"replaced {replaced!r} ({notes['classes_given']} -> {classes} classes)"
+    model, contract, notes["contract"] = with_contract(model, size, mean, std, path)
+    return Given(model, contract, notes)
