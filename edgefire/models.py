@@ -227,12 +227,15 @@ KNOWN_CLASSES = {"Functional", "Sequential", "Model", "TFOpLambda", "SlicingOpLa
 
 
 def stored_config(path: Path) -> dict | None:
-    """The model config stored in a Keras file (an HDF5 attribute or a .keras zip's
-    config.json), parsed as JSON; None when the file holds none (not a model file)."""
+    """The model config stored in a Keras file (an HDF5 attribute, a .keras zip's
+    config.json, a SavedModel's keras_metadata.pb), parsed as JSON; None when the file holds
+    none (not a model file)."""
     import json
     import zipfile
 
     try:
+        if path.is_dir():
+            return _saved_model_layers(path / "keras_metadata.pb")
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 return json.loads(archive.read("config.json"))
@@ -243,6 +246,22 @@ def stored_config(path: Path) -> dict | None:
         return json.loads(raw) if raw is not None else None
     except (OSError, KeyError, ValueError):  # not HDF5 or zip, no config, not JSON
         return None
+
+
+def _saved_model_layers(metadata: Path) -> dict | None:
+    """A SavedModel's Keras layers (class and name of each node), as a stored config."""
+    import json
+
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    if not metadata.is_file():
+        return None
+    saved = saved_metadata_pb2.SavedMetadata()
+    saved.ParseFromString(metadata.read_bytes())
+    nodes = [json.loads(node.metadata) for node in saved.nodes if node.metadata]
+    return {"config": {"layers": [{"class_name": n.get("class_name"),
+                                   "config": {"name": n.get("name")}}
+                                  for n in nodes if "class_name" in n]}}
 
 
 def stored_layers(config):
@@ -268,8 +287,8 @@ def refuse_stored_code(path: Path) -> None:
         if class_name in CODE_LAYERS:
             raise EdgefireError(
                 f"{path}: layer {name!r} is a {class_name} layer, Python code stored in the "
-                "model file; not run (pass --trust-model-code if you trust this file's "
-                "source)")
+                "model file; not run (builds never run it; predict --trust-model-code does, "
+                "for a file you trust)")
         if class_name not in KNOWN_CLASSES and not hasattr(keras().layers, class_name):
             raise EdgefireError(
                 f"{path}: layer {name!r} is a custom layer ({class_name}) that Keras does not "

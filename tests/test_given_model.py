@@ -161,6 +161,7 @@ BAD_MODELS = [
     ("grayscale", "gray.h5", lambda p: small_cnn(channels=1).save(p),
      "a grayscale (1-channel) model"),
     ("lambda", "code.h5", _lambda, "layer 'code' is a Lambda layer"),
+    ("lambda in a savedmodel", "code_folder", _lambda, "layer 'code' is a Lambda layer"),
     ("custom layer", "fancy.h5", _custom_layer, "custom layer (MyFancyConv)"),
     ("keras 3", "k3.keras", _keras3, "a Keras 3 .keras file"),
     ("size disagrees", "cnn.h5", lambda p: small_cnn().save(p),
