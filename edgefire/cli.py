@@ -1,7 +1,7 @@
 """The `edgefire` command line: one thin function per stage; TensorFlow loads only when one runs.
 
-Exit codes: 0 success, 1 a verification gate failed, 2 bad input or usage, 130 interrupted
-(Ctrl-C), 143 terminated (SIGTERM).
+Exit codes: 0 success, 1 a verification gate failed, 2 bad input or usage, 3 a tool failed on
+valid input, 70 an internal error (a bug), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from edgefire import config as defaults
 from edgefire import layout
 from edgefire.errors import (
     EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EdgefireError,
@@ -125,6 +127,11 @@ def run_stage(action) -> None:
     except KeyboardInterrupt:
         typer.echo("edgefire: interrupted; finished artifacts are intact", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception:  # a bug: show where, and never exit 1, which means a missed gate
+        traceback.print_exc()
+        typer.echo("edgefire: internal error (a bug in edgefire, not your input): please "
+                   "report it with the traceback above", err=True)
+        raise typer.Exit(EXIT_INTERNAL) from None
 
 
 @app.command()

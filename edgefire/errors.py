@@ -1,8 +1,15 @@
-"""The one error type for expected failures; the CLI turns it into one line and an exit code."""
+"""The error types for expected failures; the CLI turns each into one line and its exit code.
+
+Exit codes: 0 passed, 1 a gate failed (nothing else), 2 bad input or usage, 3 a tool (the
+TFLite converter, tf2onnx, a runtime) failed on valid input, 70 an internal error (a bug:
+traceback shown), 130 interrupted, 143 terminated.
+"""
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_TOOL_FAILED = 3
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: distinct from 1, which Python gives any crash
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what shells report for a terminated process
 
@@ -17,6 +24,12 @@ class GateFailed(EdgefireError):
     """A verification gate (size, accuracy drop, minimum accuracy) was missed."""
 
     exit_code = EXIT_GATE_FAILED
+
+
+class ToolFailed(EdgefireError):
+    """A converter or runtime failed on input edgefire accepted: one line naming the tool."""
+
+    exit_code = EXIT_TOOL_FAILED
 
 
 class Terminated(KeyboardInterrupt):

@@ -26,7 +26,7 @@ from edgefire import artifacts, data, layout, metadata, models, runtimes
 from edgefire import quantize as quantizing
 from edgefire.config import ExportConfig, as_dict
 from edgefire.contract import InputContract, of_build
-from edgefire.errors import EdgefireError
+from edgefire.errors import EdgefireError, ToolFailed
 from edgefire.tfenv import quiet, tensorflow
 
 ONNX_INPUT = "image"
@@ -44,7 +44,7 @@ def float_onnx(model, opset: int) -> bytes:
         with quiet():
             proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as exc:  # tf2onnx raises many types on unsupported graphs
-        raise EdgefireError(f"ONNX export (opset {opset}) failed: {exc}") from None
+        raise ToolFailed(f"tf2onnx (opset {opset}) failed: {exc}") from None
     shorten_names(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
@@ -139,7 +139,7 @@ def tflite_int8_onnx(tflite_path: Path, opset: int) -> bytes:
         with quiet():
             proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
     except Exception as exc:  # tf2onnx raises many types on unsupported graphs
-        raise EdgefireError(f"{tflite_path}: ONNX translation failed: {exc}") from None
+        raise ToolFailed(f"tf2onnx failed translating {tflite_path}: {exc}") from None
     shorten_names(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()

@@ -18,7 +18,7 @@ import numpy as np
 from edgefire import artifacts, data, fallback, fitting, layout, metadata, models, quant_error
 from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract, of_build
-from edgefire.errors import EdgefireError
+from edgefire.errors import EdgefireError, ToolFailed
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
 
 
@@ -77,8 +77,8 @@ def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool,
         with quiet():
             return converter(model, mode, io, calibration, sparse, contract).convert()
     except Exception as exc:  # the converter raises ConverterError and friends
-        raise EdgefireError(f"TFLite conversion ({mode}) failed: {str(exc).splitlines()[0]}"
-                            ) from None
+        message = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ToolFailed(f"the TFLite converter ({mode}) failed: {message}") from None
 
 
 def smallest_encoding(model, mode: str, io: str, calibration: np.ndarray,

@@ -123,3 +123,28 @@ def test_every_learning_rate_option_of_the_advice_exists(stage):
         else:
             section, key = part.split("] ")[0].strip("["), part.split("] ")[1].split()[0]
             assert key in SECTIONS[section].__dataclass_fields__, (section, key)
+
+
+def test_a_bug_exits_70_with_its_traceback_never_1(trained_folder, copy_of, monkeypatch):
+    """Exit 1 is a missed gate and nothing else: an unexpected exception is a bug."""
+    from edgefire import prune
+
+    def broken(*args, **kwargs):
+        return 1 / 0
+
+    monkeypatch.setattr(prune, "prune_model", broken)
+    result = CliRunner().invoke(app, ["prune", "--artifacts", str(copy_of(trained_folder))])
+    assert result.exit_code == 70, result.output
+    assert "ZeroDivisionError" in result.output and "internal error" in result.output
+
+
+def test_a_converter_failing_on_valid_input_exits_3_naming_it(built, copy_of, monkeypatch):
+    import tf2onnx
+
+    def fails(*args, **kwargs):
+        raise ValueError("Unsupported ops: Foo")
+
+    monkeypatch.setattr(tf2onnx.convert, "from_keras", fails)
+    result = CliRunner().invoke(app, ["export", "--artifacts", str(copy_of(built))])
+    assert result.exit_code == 3, result.output
+    assert "edgefire: error: tf2onnx (opset 13) failed: Unsupported ops: Foo" in result.output
