@@ -445,7 +445,8 @@ def predict(
             typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
             return
         for result in results:
-            labels = "\t".join(f"{t['label']}\t{t['score']:.4f}" for t in result["top"])
+            labels = "\t".join(f"{stage.printable(t['label'])}\t{t['score']:.4f}"
+                                for t in result["top"])
             typer.echo(f"{result['file']}\t{labels}")
 
     run_stage(action)

@@ -12,6 +12,7 @@ from edgefire.errors import EdgefireError
 
 MAX_EPOCHS = 10_000  # a typo of extra zeros should not start a year-long run
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
+MAX_BATCH = 1_000_000  # past any dataset here; 2**66 overflowed TensorFlow's int64 shapes
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class TrainConfig:
         if self.data != "cifar10":
             object.__setattr__(self, "data", str(Path(self.data).expanduser().resolve()))
         in_range(self.epochs, 0 if self.model else 1, MAX_EPOCHS, "--epochs")
-        in_range(self.batch_size, 1, None, "--batch-size")
+        in_range(self.batch_size, 1, MAX_BATCH, "--batch-size")
         in_range(self.learning_rate, 0, None, "--learning-rate", low_open=True)
         in_range(self.warmup_epochs, 0, MAX_EPOCHS, "warmup_epochs")
         in_range(self.warmup_min_steps, 0, None, "warmup_min_steps")
@@ -188,8 +189,8 @@ class QuantizeConfig:
 class ExportConfig:
     opset: int = 13  # QDQ per-channel needs >= 13; every onnxruntime of the last years has it
 
-    def __post_init__(self):
-        in_range(self.opset, 7, 21, "--opset")
+    def __post_init__(self):  # below 13 the int8 ONNX cannot be written (per-channel QDQ)
+        in_range(self.opset, 13, 21, "--opset")
 
 
 @dataclass(frozen=True)

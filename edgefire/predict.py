@@ -8,6 +8,7 @@ labels packed in the TFLite file.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 from edgefire import artifacts, data, layout, runtimes
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
+
+ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n"}
 
 
 def default_model(folder: Path) -> Path:
@@ -36,6 +39,24 @@ def labels_of(model: Path, folder: Path) -> list[str]:
                 return packed.read(layout.LABELS).decode("utf-8").splitlines()
     raise EdgefireError(f"{model}: no class names (no {layout.LABELS} beside it or in "
                         "its metadata)")
+
+
+def printable(text: str) -> str:
+    """`text` as one field of a line: a backslash doubled, tab and newline as `\\t` and
+    `\\n`, other control characters (ANSI escapes) and the bytes of a file name that are not
+    UTF-8 as `\\xNN`."""
+    out = []
+    for char in os.fsencode(text).decode("utf-8", "surrogateescape"):
+        code = ord(char)
+        if char in ESCAPES:
+            out.append(ESCAPES[char])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by surrogateescape
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 32 or 127 <= code < 160:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def build_contract(folder: Path) -> InputContract | None:
@@ -85,7 +106,7 @@ def run(paths: list[Path], folder: Path, model: Path | None = None, top: int = 1
                                 f"{len(labels)} labels")
         for file, row in zip(chunk, scores, strict=True):
             best = np.argsort(-row, kind="stable")[:top]
-            results.append({"file": str(file),
+            results.append({"file": printable(str(file)),
                             "top": [{"label": labels[i], "score": round(float(row[i]), 6)}
                                     for i in best]})
     return results

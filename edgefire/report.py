@@ -145,6 +145,20 @@ def focus(result: dict) -> dict:
     return by_name[gated[0]] if gated else by_name[result["reference"]]
 
 
+def cell(text: str) -> str:
+    """A user's text (a class name) as one inert markdown table cell: HTML escaped, so a
+    viewer that renders HTML shows it as text, and `|` and line breaks escaped."""
+    import html
+
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ").replace(
+        "\r", " ")
+
+
+def chart_text(text: str) -> str:
+    """A user's text as a matplotlib label: `$` would start math mode."""
+    return text.replace("$", r"\$")
+
+
 def class_table(result: dict) -> list[str]:
     """Per-class top-1 of every artifact (rows: classes), with each class's test images."""
     rows = result["artifacts"]
@@ -154,7 +168,7 @@ def class_table(result: dict) -> list[str]:
     for i, name in enumerate(result["classes"]):
         cells = ["-" if r["class_accuracy"][i] is None else f"{r['class_accuracy'][i]:.2%}"
                  for r in rows]
-        lines.append(f"| {name} | {counts[i]:,} | " + " | ".join(cells) + " |")
+        lines.append(f"| {cell(name)} | {counts[i]:,} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -178,9 +192,9 @@ def uncertainty_table(result: dict) -> list[str]:
 
 def confusion_table(row: dict, classes: list[str]) -> list[str]:
     """The confusion matrix as markdown: rows are true classes, columns predicted ones."""
-    lines = ["| true \\ predicted | " + " | ".join(classes) + " |",
+    lines = ["| true \\ predicted | " + " | ".join(map(cell, classes)) + " |",
              "|---|" + "---:|" * len(classes)]
-    lines += [f"| {name} | " + " | ".join(str(n) for n in counts) + " |"
+    lines += [f"| {cell(name)} | " + " | ".join(str(n) for n in counts) + " |"
               for name, counts in zip(classes, row["confusion"], strict=True)]
     return lines
 
@@ -235,7 +249,7 @@ def confusion_chart(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    shown, classes = focus(result), result["classes"]
+    shown, classes = focus(result), [chart_text(c) for c in result["classes"]]
     counts = np.asarray(shown["confusion"], dtype=float)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     side = max(4.0, 0.6 * len(classes) + 2)

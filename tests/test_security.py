@@ -97,3 +97,37 @@ def test_a_planted_cifar_batch_is_refused_and_its_code_never_runs(cifar_folder, 
                                             r"(io|builtins)\.open"):
         data.load(str(folder))
     assert not marker.exists()
+
+
+def test_class_names_are_inert_in_report_md(built):
+    from edgefire import report
+
+    result = json.loads((built / "report.json").read_text())
+    result["classes"] = ["<img src=x onerror=alert(1)>", "a | b", *result["classes"][2:]]
+    text = report.markdown(result)
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    for line in text.splitlines():
+        if line.startswith("| a \\| b |"):
+            assert line.replace("\\|", "").count("|") == line.count("|") - 1
+
+
+def test_predict_escapes_file_names_and_stays_one_line_per_image(built, image_folder,
+                                                                 tmp_path):
+    import os
+
+    source = next((image_folder / "test" / "cat").iterdir()).read_bytes()
+    names = ["tab\there.png", "new\nline.png", os.fsdecode(b"caf\xe9.png")]
+    for name in names:
+        (tmp_path / name).write_bytes(source)
+    plain = CliRunner().invoke(app, ["predict", str(tmp_path), "--artifacts", str(built)])
+    assert plain.exit_code == 0, plain.output
+    lines = plain.output.splitlines()
+    assert len(lines) == 3 and all(line.count("\t") == 2 for line in lines)
+    assert any("tab\\there.png" in line for line in lines)
+    assert any("new\\nline.png" in line for line in lines)
+    assert any("caf\\xe9.png" in line for line in lines)
+    as_json = CliRunner().invoke(app, ["predict", str(tmp_path), "--artifacts", str(built),
+                                       "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    files = [r["file"] for r in json.loads(as_json.output.encode("utf-8"))]
+    assert sorted(files)[0].endswith("caf\\xe9.png") and len(files) == 3
