@@ -18,6 +18,7 @@ from edgefire import artifacts, data, layout, runtimes
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 
+MAX_LABEL = 1000  # characters: a class name, not a file pasted into labels.txt
 ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n"}
 
 
@@ -27,18 +28,42 @@ def default_model(folder: Path) -> Path:
     return artifacts.artifact_path(folder, quantized["artifact"], "predict")
 
 
-def labels_of(model: Path, folder: Path) -> list[str]:
-    """Class names: labels.txt beside the model or in the artifacts folder, else the file
-    packed in a TFLite model's metadata."""
-    for candidate in (model.parent / layout.LABELS, folder / layout.LABELS):
-        if candidate.is_file():
-            return candidate.read_text(encoding="utf-8").splitlines()
+def labels_of(model: Path, folder: Path, own: bool) -> list[str]:
+    """Class names. The build's own model: its labels.txt, checked against the manifest (a
+    file edited after the build is refused). Another file: the labels packed in its TFLite
+    metadata, else a labels.txt beside it."""
+    if own:
+        path = artifacts.artifact_path(folder, layout.LABELS, "predict")
+        return read_labels(path.read_bytes(), path)
     if model.suffix == ".tflite" and zipfile.is_zipfile(model):
         with zipfile.ZipFile(model) as packed:
             if layout.LABELS in packed.namelist():
-                return packed.read(layout.LABELS).decode("utf-8").splitlines()
-    raise EdgefireError(f"{model}: no class names (no {layout.LABELS} beside it or in "
-                        "its metadata)")
+                return read_labels(packed.read(layout.LABELS), model)
+    beside = model.parent / layout.LABELS
+    if beside.is_file():
+        return read_labels(beside.read_bytes(), beside)
+    raise EdgefireError(f"{model}: no class names (none in its metadata, no {layout.LABELS} "
+                        "beside it)")
+
+
+def read_labels(raw: bytes, where: Path) -> list[str]:
+    """Class names, one a line, UTF-8; anything else is one line naming the file."""
+    try:
+        labels = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise EdgefireError(f"{where}: class names are not UTF-8 text") from None
+    if not labels or any(len(label) > MAX_LABEL for label in labels):
+        raise EdgefireError(f"{where}: not a list of class names (empty, or a line over "
+                            f"{MAX_LABEL} characters)")
+    return labels
+
+
+def is_own(model: Path, folder: Path) -> bool:
+    """Whether `model` is a file the build in `folder` recorded."""
+    manifest = folder / artifacts.MANIFEST
+    if not manifest.is_file() or model.parent.resolve() != folder.resolve():
+        return False
+    return model.name in artifacts.load_manifest(folder)["artifacts"]
 
 
 def printable(text: str) -> str:
@@ -91,11 +116,12 @@ def run(paths: list[Path], folder: Path, model: Path | None = None, top: int = 1
     from `runtime` (`runtimes.RUNTIMES`; by default the file's native one); `trust_code`
     lets a Keras file's `Lambda` layers load (and run)."""
     model = model or default_model(folder)
-    contract = build_contract(folder)
+    own = is_own(model, folder)
+    contract = build_contract(folder) if own else None  # another file: its own input size
     runner = runtimes.open_model(model, contract=contract, runtime=runtime,
                                  trust_code=trust_code)
-    size = contract.size if contract else runner.input_size  # a lone model: its own input
-    labels = labels_of(model, folder)
+    size = contract.size if contract else runner.input_size
+    labels = labels_of(model, folder, own)
     files = image_files(paths)
     results = []
     for start in range(0, len(files), batch):

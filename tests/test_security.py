@@ -7,6 +7,7 @@ import hashlib
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -131,3 +132,26 @@ def test_predict_escapes_file_names_and_stays_one_line_per_image(built, image_fo
     assert as_json.exit_code == 0, as_json.output
     files = [r["file"] for r in json.loads(as_json.output.encode("utf-8"))]
     assert sorted(files)[0].endswith("caf\\xe9.png") and len(files) == 3
+
+
+def test_predict_refuses_labels_edited_after_the_build(built, copy_of, image_folder):
+    folder = copy_of(built)
+    labels = (folder / "labels.txt").read_text().splitlines()
+    (folder / "labels.txt").write_text("\n".join([labels[1], labels[0], *labels[2:]]) + "\n")
+    image = next((image_folder / "test").rglob("*.png"))
+    result = CliRunner().invoke(app, ["predict", str(image), "--artifacts", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "labels.txt: bytes do not match the manifest" in result.output
+
+
+def test_a_foreign_tflite_answers_with_its_own_labels(built, image_folder, tmp_path):
+    model = Path(shutil.copy(built / "squeezenet_int8.tflite", tmp_path / "theirs.tflite"))
+    image = next((image_folder / "test" / "ship").glob("*.png"))
+    other = tmp_path / "other-build"
+    other.mkdir()
+    (other / "labels.txt").write_text("x\ny\n")  # another build's names: not this file's
+    result = CliRunner().invoke(app, ["predict", str(image), "--model", str(model),
+                                      "--artifacts", str(other), "--json"])
+    assert result.exit_code == 0, result.output
+    own = CliRunner().invoke(app, ["predict", str(image), "--artifacts", str(built), "--json"])
+    assert json.loads(result.output)[0]["top"] == json.loads(own.output)[0]["top"]
