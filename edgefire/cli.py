@@ -138,7 +138,9 @@ def run_stage(action) -> None:
 def train(
     data: DataOpt = T.data,
     arch: Annotated[str, typer.Option(help="Architecture: squeezenet (the reference), "
-                                      "squeezenet_bypass, squeezenet32.")] = T.arch,
+                                      "squeezenet_bypass, squeezenet32, or FILE.py:FUNCTION "
+                                      "(function(input_shape, classes) -> tf_keras Model).")]
+    = T.arch,
     model: ModelOpt = None,
     image_size: ImageSizeOpt = None,
     mean: MeanOpt = None,

@@ -22,6 +22,10 @@ class TrainConfig:
     # a Keras classifier to start from instead of `arch` (given_model.py); its files are
     # named for it, and `epochs` 0 takes it as it is
     model: str | None = None
+    # `--arch FILE.py:FUNCTION`: the function(input_shape, classes) returns a Keras model that
+    # the recipe trains from scratch; set from `arch` (absolute file, function), which then
+    # names the build's files by the function
+    arch_file: str | None = None
     image_size: int | None = None  # N x N input; None: 32 (CIFAR-10's own), or the model's
     # the model input is (pixel - mean) / std per channel, pixels 0-255; None: 0 and 255, or
     # raw pixels for a given model that rescales itself (one value or three)
@@ -67,16 +71,19 @@ class TrainConfig:
 
         object.__setattr__(self, "mean", channels(self.mean, "--mean", 0, 255))
         object.__setattr__(self, "std", channels(self.std, "--std", 0, None))
-        if self.model is None:
-            choice(self.arch, list(ARCHITECTURES), "--arch")
-            if self.mean is not None or self.std is not None:
-                raise EdgefireError("--mean and --std describe the input of a given model "
-                                    "(--model); the built-in models take pixel / 255")
+        if self.model is None and (self.mean is not None or self.std is not None):
+            raise EdgefireError("--mean and --std describe the input of a given model "
+                                "(--model); the models edgefire trains take pixel / 255")
+        if self.model is not None:
+            self._given_model()
+        else:
+            if self.arch_file is None and ".py:" in self.arch:
+                self._own_architecture()
             if self.image_size is None:
                 object.__setattr__(self, "image_size", 32)
-            check_size(self.arch, self.image_size)
-        else:
-            self._given_model()
+            if self.arch_file is None:
+                choice(self.arch, list(ARCHITECTURES), "--arch")
+                check_size(self.arch, self.image_size)
         choice(self.optimizer, list(OPTIMIZERS), "--optimizer")
         peak, decay = OPTIMIZERS[self.optimizer]
         if self.learning_rate is None:
@@ -99,6 +106,22 @@ class TrainConfig:
         in_range(self.limit, 2, None, "--limit")
         if self.image_size is not None:
             in_range(self.image_size, 8, 512, "--image-size")
+
+    @property
+    def built_in(self) -> bool:
+        """One of `models.ARCHITECTURES` (batch norm folded by name), not the user's."""
+        return self.model is None and self.arch_file is None
+
+    def _own_architecture(self) -> None:
+        """`FILE.py:FUNCTION`, checked; the file is read only when training runs."""
+        file, _, function = self.arch.rpartition(":")
+        path = Path(file).expanduser().resolve()
+        if not path.is_file():
+            raise EdgefireError(f"--arch {self.arch}: {path} not found")
+        if not function.isidentifier():
+            raise EdgefireError(f"--arch {self.arch}: {function!r} is not a function name")
+        object.__setattr__(self, "arch_file", f"{path}:{function}")
+        object.__setattr__(self, "arch", function.lower())
 
     def _given_model(self) -> None:
         """A given model names the build's files; its path is stored resolved."""

@@ -129,6 +129,32 @@ def build(arch: str, input_shape=DEFAULT_SHAPE, classes: int = 10, batch_norm: b
     return ARCHITECTURES[arch](input_shape, classes, batch_norm, dropout)
 
 
+def from_function(source: str, input_shape, classes: int):
+    """The model `FILE.py:FUNCTION` returns for (input_shape, classes), checked. The file is
+    the user's own code, run because they named it; its errors are one line."""
+    import importlib.util
+
+    file, _, function = source.rpartition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("edgefire_user_architecture", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        model = getattr(module, function)(tuple(input_shape), classes)
+    except AttributeError as exc:
+        raise EdgefireError(f"--arch {source}: {exc}") from None
+    except Exception as exc:  # the user's code may raise anything
+        raise EdgefireError(f"--arch {source} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, keras().Model):
+        raise EdgefireError(f"--arch {source} returned a {type(model).__name__}, not a tf_keras "
+                            "Model (build it with tf_keras: TF_USE_LEGACY_KERAS=1)")
+    want = (tuple(input_shape), classes)
+    have = (tuple(model.input_shape[1:]), model.output_shape[-1])
+    if have != want:
+        raise EdgefireError(f"--arch {source} returned a model of input {have[0]} and "
+                            f"{have[1]} outputs for input {want[0]} and {want[1]} classes")
+    return model
+
+
 def set_dropout(model, rate: float) -> None:
     """Set the rate of every dropout layer (used in training only; inference ignores it)."""
     for layer in model.layers:

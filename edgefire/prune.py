@@ -70,8 +70,8 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
 
     seed_everything(train_config["seed"])
     steps = math.ceil(len(splits.y_train) / config.batch_size)
-    arch, given = train_config["arch"], train_config.get("model") is not None
-    unfold = train_config.get("batch_norm", False) and not given  # a given model keeps its BN
+    arch, given = train_config["arch"], not built_in(train_config)
+    unfold = train_config.get("batch_norm", False) and not given  # the user's keep their BN
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         if unfold:
             sample = np.random.default_rng(train_config["seed"]).permutation(
@@ -103,6 +103,12 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
 def inputs(folder: Path) -> list[Path]:
     """What prune reads: the trained model (checked intact)."""
     return [artifacts.artifact_path(folder, layout.TRAINED, "prune")]
+
+
+def built_in(train_config: dict) -> bool:
+    """Whether the build trained one of edgefire's architectures (not a given model or the
+    user's `--arch FILE.py:FUNCTION`)."""
+    return train_config.get("model") is None and train_config.get("arch_file") is None
 
 
 def dense_layers_of(config: PruneConfig, model, given: bool) -> PruneConfig:
@@ -137,7 +143,7 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         model = models.load_model(trained_path)  # its variables are the ones pruning wraps
     train_config, contract = meta["config"], of_build(meta)
-    config = dense_layers_of(config, model, train_config.get("model") is not None)
+    config = dense_layers_of(config, model, not built_in(train_config))
     _, splits = data.of_build(meta, data_override)
     models.check_input_shape(model, splits, trained_path)
     before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)

@@ -50,11 +50,16 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
 
 
 def build_training_model(config: TrainConfig, splits: data.Splits):
-    """The model the recipe trains: the architecture (with batch norm if set) plus L2 decay."""
+    """The model the recipe trains: the architecture (with batch norm if set) plus L2 decay;
+    or what the user's `--arch FILE.py:FUNCTION` returns."""
     from edgefire import models
 
-    model = models.build(config.arch, config.contract.shape, len(splits.classes),
-                         batch_norm=config.batch_norm, dropout=config.dropout)
+    if config.arch_file:
+        model = models.from_function(config.arch_file, config.contract.shape,
+                                     len(splits.classes))
+    else:
+        model = models.build(config.arch, config.contract.shape, len(splits.classes),
+                             batch_norm=config.batch_norm, dropout=config.dropout)
     fitting.add_weight_decay(model, config.weight_decay)
     return model
 
@@ -62,6 +67,8 @@ def build_training_model(config: TrainConfig, splits: data.Splits):
 def _deployable(model, config: TrainConfig):
     from edgefire import models
 
+    if not config.built_in:  # the user's architecture: its batch norm folds at conversion
+        return model
     if config.batch_norm:
         return models.fold_batch_norm(model, config.arch)
     deploy = models.build(config.arch, model.input_shape[1:], model.output_shape[-1])
@@ -129,6 +136,8 @@ def stage_config(config: TrainConfig) -> dict:
     recorded = {**as_dict(config), "data_fingerprint": data.source_fingerprint(config.data)}
     if config.model:  # the file's bytes: a changed model trains (and everything after) again
         recorded["model_sha256"] = given_model.fingerprint(config.model)
+    if config.arch_file:
+        recorded["arch_sha256"] = given_model.fingerprint(config.arch_file.rpartition(":")[0])
     return recorded
 
 

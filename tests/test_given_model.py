@@ -231,3 +231,52 @@ def test_a_given_model_builds_to_a_verified_folder_and_a_new_file_rebuilds(cnn_f
     changed = run(*build)
     assert changed.exit_code == 0, changed.output
     assert "> train ..." in changed.output and "> verify ..." in changed.output
+
+
+NETS = '''
+import tf_keras as keras
+
+
+def tiny(input_shape, classes):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="first")(inputs)
+    x = keras.layers.Conv2D(classes, 1, name="last")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Softmax()(x))
+
+
+def not_a_model(input_shape, classes):
+    return 42
+
+
+def broken(input_shape, classes):
+    raise RuntimeError("my bug")
+'''
+
+
+def test_your_own_architecture_is_trained_by_the_recipe(image_folder, tmp_path):
+    (tmp_path / "nets.py").write_text(NETS)
+    result = run("train", "--arch", f"{tmp_path / 'nets.py'}:tiny", "--epochs", 1, "--data",
+                 image_folder, "--artifacts", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    meta = train_json(tmp_path / "out")
+    assert meta["config"]["arch"] == "tiny"
+    assert meta["config"]["arch_file"] == f"{tmp_path / 'nets.py'}:tiny"
+    trained = keras().models.load_model(tmp_path / "out" / "trained.h5", compile=False)
+    assert [layer.name for layer in trained.layers if layer.weights] == ["first", "last"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["config"]["arch_sha256"] == given_model.fingerprint(
+        str(tmp_path / "nets.py"))
+
+
+@pytest.mark.parametrize("function, needle", [
+    ("nowhere", "has no attribute 'nowhere'"),
+    ("not_a_model", "returned a int, not a tf_keras Model"),
+    ("broken", "failed: RuntimeError: my bug"),
+])
+def test_your_own_architecture_failing_is_one_line(image_folder, tmp_path, function, needle):
+    (tmp_path / "nets.py").write_text(NETS)
+    result = run("train", "--arch", f"{tmp_path / 'nets.py'}:{function}", "--epochs", 1,
+                 "--data", image_folder, "--artifacts", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and result.output.count("edgefire: error") == 1
