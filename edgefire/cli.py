@@ -95,6 +95,13 @@ FallbackOpt = Annotated[bool, typer.Option(
 DistributeOpt = Annotated[str, typer.Option(
     help="Where training runs: auto (mirrored over 2+ GPUs, else none), none, mirrored, "
          "multi-worker (configured by TF_CONFIG).")]
+PruneOpt = Annotated[str, typer.Option(
+    "--prune", help="magnitude (zeros in the kernels), channels (whole filters removed: a "
+                    "smaller int8 file) or both.")]
+ChannelSparsityOpt = Annotated[float, typer.Option(
+    help="channels: fraction of every convolution's filters removed.")]
+TargetBytesOpt = Annotated[int | None, typer.Option(
+    help="channels: remove the fewest filters that bring the int8 TFLite under N bytes.")]
 GateRuntimesOpt = Annotated[str, typer.Option(
     help="all: gate each file in every runtime that ran it; native: in its own runtime only.")]
 MicroImagesOpt = Annotated[int, typer.Option(
@@ -179,6 +186,9 @@ def train(
 
 @app.command()
 def prune(
+    method: PruneOpt = P.method,
+    channel_sparsity: ChannelSparsityOpt = P.channel_sparsity,
+    target_bytes: TargetBytesOpt = None,
     sparsity: Annotated[float, typer.Option(help="Target fraction of zeros per pruned kernel.")]
     = P.sparsity,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = P.epochs,
@@ -199,13 +209,16 @@ def prune(
         from edgefire import prune as stage
 
         names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
-        config = defaults.PruneConfig(sparsity=sparsity, epochs=epochs, optimizer=optimizer,
+        config = defaults.PruneConfig(method=method, channel_sparsity=channel_sparsity,
+                                      target_bytes=target_bytes, sparsity=sparsity,
+                                      epochs=epochs, optimizer=optimizer,
                                       learning_rate=learning_rate, keep_dense=names)
         result = stage.run(config, artifacts, data, distribute)
-        typer.echo(f"pruned to {result['sparsity']['overall']:.1%} zeros in the pruned layers "
-                   f"(target {config.sparsity:.0%}): validation accuracy "
-                   f"{result['val_accuracy_before']:.4f} -> {result['val_accuracy_after']:.4f}"
-                   f" -> {artifacts / layout.PRUNED}")
+        params = result["parameters"]
+        typer.echo(f"pruned ({config.method}): {params['before']:,} -> {params['after']:,} "
+                   f"parameters, {result['sparsity']['overall']:.1%} zeros in the pruned "
+                   f"layers: validation accuracy {result['val_accuracy_before']:.4f} -> "
+                   f"{result['val_accuracy_after']:.4f} -> {artifacts / layout.PRUNED}")
 
     run_stage(action)
 
@@ -307,6 +320,8 @@ BUILD_FLAGS = {
     "optimizer": ("train", "optimizer"), "learning_rate": ("train", "learning_rate"),
     "dropout": ("train", "dropout"), "seed": ("train", "seed"), "limit": ("train", "limit"),
     "sparsity": ("prune", "sparsity"), "prune_epochs": ("prune", "epochs"),
+    "method": ("prune", "method"), "channel_sparsity": ("prune", "channel_sparsity"),
+    "target_bytes": ("prune", "target_bytes"),
     "prune_learning_rate": ("prune", "learning_rate"),
     "qat_learning_rate": ("quantize", "qat_learning_rate"),
     "keep_dense": ("prune", "keep_dense"), "quantize": ("quantize", "mode"),
@@ -353,6 +368,9 @@ def build(
     dropout: DropoutOpt = T.dropout,
     seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
     limit: Annotated[int | None, typer.Option(help="Class-balanced training subset.")] = None,
+    method: PruneOpt = P.method,
+    channel_sparsity: ChannelSparsityOpt = P.channel_sparsity,
+    target_bytes: TargetBytesOpt = None,
     sparsity: Annotated[float, typer.Option(help="Pruning target (0 skips pruning).")]
     = P.sparsity,
     prune_epochs: Annotated[int, typer.Option(help="Pruning fine-tune epochs.")] = P.epochs,

@@ -29,15 +29,27 @@ def row(folder: Path) -> dict:
     if int8 is None:
         raise EdgefireError(f"{folder}: report has no {name} (build with "
                             "--quantize int8)")
-    macs = train.get("multiply_accumulates")
+    pruned = report_of_prune(folder)
+    macs = pruned.get("multiply_accumulates", {}).get("after") or \
+        train.get("multiply_accumulates")
     if macs is None:  # builds from before train.json recorded it
         macs = models.multiply_accumulates(models.build(arch, of_build(train).shape,
                                                         len(train["classes"])))
-    return {"folder": str(folder), "arch": arch, "parameters": train["parameters"],
+    parameters = pruned.get("parameters", {}).get("after") or train["parameters"]
+    return {"folder": str(folder), "arch": arch, "parameters": parameters,
             "macs": macs, "epochs": train["epochs"],
             "int8_bytes": int8["bytes"], "int8_accuracy": int8["accuracy"],
             "float_accuracy": by_name[result["reference"]]["accuracy"],
             "train_seconds": train["wall_seconds"], "build_seconds": _build_seconds(folder)}
+
+
+def report_of_prune(folder: Path) -> dict:
+    """prune.json when the build pruned (the parameters and MACs of the shipped model)."""
+    path = folder / layout.record("prune")
+    if not path.exists():
+        return {}
+    artifacts.check_set(folder, [layout.record("prune")], "compare")
+    return artifacts.read_json(path, "prune metadata")
 
 
 def _build_seconds(folder: Path) -> float | None:

@@ -54,7 +54,7 @@ def stages(plan: Plan) -> list[Stage]:
 
     rows = [Stage("train", train.inputs, train.stage_config(plan.train),
                   lambda f: train.run(plan.train, f, plan.distribute))]
-    if plan.prune.sparsity > 0:
+    if plan.prune.magnitude or plan.prune.channels:
         where = None if plan.distribute == "multi-worker" else plan.distribute
         rows.append(Stage("prune", prune.inputs, as_dict(plan.prune),
                           lambda f: prune.run(plan.prune, f, where=where)))
@@ -84,7 +84,7 @@ def run(plan: Plan, folder: Path, echo=print) -> dict | None:
     artifacts.ensure_folder(folder)
     if plan.force and (aside := artifacts.set_aside_manifest(folder)):
         echo(f"! {folder / artifacts.MANIFEST} was unreadable: kept as {aside}, starting over")
-    if plan.prune.sparsity == 0:
+    if not (plan.prune.magnitude or plan.prune.channels):
         artifacts.forget_stage(folder, "prune")  # quantize then takes the trained model
     log = {"stages": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start = time.perf_counter()

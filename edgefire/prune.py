@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, distribute, fitting, layout, models
+from edgefire import artifacts, channels, data, distribute, fitting, layout, models
 from edgefire.config import PruneConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
@@ -72,6 +72,7 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     steps = math.ceil(len(splits.y_train) / config.batch_size)
     arch, given = train_config["arch"], not built_in(train_config)
     unfold = train_config.get("batch_norm", False) and not given  # the user's keep their BN
+    thinned = {}
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         if unfold:
             sample = np.random.default_rng(train_config["seed"]).permutation(
@@ -80,7 +81,9 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
                                              contract.normalize(splits.x_train[sample]))
         if not given:  # a given model keeps its own dropout rates
             models.set_dropout(model, train_config.get("dropout", models.DROPOUT))
-        wrapped = wrap_for_pruning(model, config, steps)
+        if config.channels:
+            model, thinned = thin_to_budget(model, config, splits, contract, train_config)
+        wrapped = wrap_for_pruning(model, config, steps) if config.magnitude else model
 
     def compile_at(scale: float) -> None:
         schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate * scale,
@@ -89,15 +92,64 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
                               config.optimizer)
 
     stage_config = {**as_dict(config), "seed": train_config["seed"]}
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep()] if config.magnitude else []
     fit = fitting.fit_epochs(wrapped, splits, folder, "prune", stage_config, contract,
-                             compile_at, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-                             placement=placement)
-    pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
+                             compile_at, callbacks=callbacks, placement=placement)
+    pruned = tfmot.sparsity.keras.strip_pruning(wrapped) if config.magnitude else wrapped
     if unfold:
-        pruned = models.fold_batch_norm(pruned, arch)
+        pruned = channels.fold(pruned) if config.channels else models.fold_batch_norm(pruned,
+                                                                                        arch)
     if not given:
         models.set_dropout(pruned, models.DROPOUT)
-    return pruned, fit
+    return pruned, fit, thinned
+
+
+SEARCH_STEPS = 8  # bisection over the fraction of filters removed: within 0.4% of the best
+MAX_CHANNEL_SPARSITY = 0.95
+
+
+def thin_to_budget(model, config: PruneConfig, splits: data.Splits, contract: InputContract,
+                   train_config: dict):
+    """The model with `--channel-sparsity` of its filters removed, or the smallest fraction
+    whose int8 TFLite (converted and measured, metadata included) is within `--target-bytes`.
+    Returns the thinner model and the record of what was removed."""
+    search = []
+    ratio = config.channel_sparsity
+    if config.target_bytes is not None:
+        calibration = splits.x_train[:CALIBRATION_IMAGES]
+        low, high = 0.0, MAX_CHANNEL_SPARSITY
+        if int8_bytes(channels.thin(model, channels.plan(model, high)), calibration, contract,
+                      train_config) > config.target_bytes:
+            raise EdgefireError(f"--target-bytes {config.target_bytes}: even with "
+                                f"{high:.0%} of the filters removed the int8 TFLite is larger")
+        for _ in range(SEARCH_STEPS):
+            middle = (low + high) / 2
+            size = int8_bytes(channels.thin(model, channels.plan(model, middle)), calibration,
+                              contract, train_config)
+            search.append({"channel_sparsity": round(middle, 4), "int8_bytes": size})
+            low, high = (low, middle) if size <= config.target_bytes else (middle, high)
+        ratio = high
+    chosen = channels.plan(model, ratio)
+    thinner = channels.thin(model, chosen)
+    return thinner, {"channel_sparsity": round(ratio, 4), "search": search,
+                     "importance": "L1 norm of each filter's folded kernel (kernel x batch "
+                                   "norm scale)",
+                     "filters": chosen.filters(model)}
+
+
+CALIBRATION_IMAGES = 64  # enough to convert: the file's bytes do not depend on the ranges
+
+
+def int8_bytes(model, calibration: np.ndarray, contract: InputContract,
+               train_config: dict) -> int:
+    """Bytes of the int8 TFLite (with its metadata) that quantize would write for `model`
+    (batch norm folded first, as the file prune writes)."""
+    from edgefire import metadata, quantize
+
+    tflite = quantize.convert(channels.fold(model), "int8", "uint8", calibration, False,
+                              contract)
+    classes = [str(i) for i in range(model.output_shape[-1])]
+    return len(metadata.attach(tflite, train_config["arch"], classes, contract))
 
 
 def inputs(folder: Path) -> list[Path]:
@@ -147,15 +199,20 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
     _, splits = data.of_build(meta, data_override)
     models.check_input_shape(model, splits, trained_path)
     before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
-    pruned, fit = prune_model(model, config, splits, folder, train_config, contract,
-                                  placement)
+    pruned, fit, thinned = prune_model(model, config, splits, folder, train_config, contract,
+                                       placement)
     after = fitting.accuracy(pruned, splits.x_val, splits.y_val, contract)
     names = pruned_layer_names(pruned, config)
     result = {"stage": "prune", "config": as_dict(config), "target_sparsity": config.sparsity,
               "sparsity": models.kernel_sparsity(pruned, names),
               "model_sparsity": models.kernel_sparsity(pruned)["overall"],
               "val_accuracy_before": before, "val_accuracy_after": after, "history": fit.history,
-              "recoveries": fit.recoveries,
+              "recoveries": fit.recoveries, "method": config.method,
+              "parameters": {"before": int(model.count_params()),
+                             "after": int(pruned.count_params())},
+              "multiply_accumulates": {"before": models.multiply_accumulates(model),
+                                       "after": models.multiply_accumulates(pruned)},
+              "channels": thinned or None,
               "distribute": placement.describe(config.batch_size) if placement else None}
     with artifacts.output_set():
         models.save_model(pruned, folder / MODEL)
