@@ -29,7 +29,7 @@ def row(folder: Path) -> dict:
     if int8 is None:
         raise EdgefireError(f"{folder}: report has no {name} (build with "
                             "--quantize int8)")
-    pruned = report_of_prune(folder)
+    pruned = report_of_prune(folder) if result["reference"] == layout.PRUNED else {}
     macs = pruned.get("multiply_accumulates", {}).get("after") or \
         train.get("multiply_accumulates")
     if macs is None:  # builds from before train.json recorded it

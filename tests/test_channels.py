@@ -1,0 +1,120 @@
+"""Channel pruning: a thinner model with consistent shapes, the same function at 0%, the
+parameter counts computed by hand, tied additions, unsupported layers refused, a budget met."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgefire import channels, models
+from edgefire.cli import app
+from edgefire.errors import EdgefireError
+from edgefire.tfenv import keras
+
+
+def trained_like(arch: str, seed: int = 0):
+    """A batch-norm model with non-trivial statistics, as after training."""
+    model = models.build(arch, batch_norm=True)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            layer.set_weights([rng.uniform(0.5, 2, w.shape).astype("float32")
+                               for w in layer.get_weights()])
+        elif layer.weights:
+            layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32")
+                               for w in layer.get_weights()])
+    return model
+
+
+IMAGES = np.random.default_rng(1).uniform(0, 1, (6, 32, 32, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+def test_removing_no_filter_gives_back_the_same_outputs(arch):
+    model = trained_like(arch)
+    thin = channels.thin(model, channels.plan(model, 0.0))
+    np.testing.assert_array_equal(thin.predict(IMAGES, verbose=0),
+                                  model.predict(IMAGES, verbose=0))
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+def test_folding_after_thinning_keeps_the_function(arch):
+    thin = channels.thin(trained_like(arch), channels.plan(trained_like(arch), 0.4))
+    folded = channels.fold(thin)
+    assert not [layer for layer in folded.layers if "BatchNormalization" in str(type(layer))]
+    np.testing.assert_allclose(folded.predict(IMAGES, verbose=0),
+                               thin.predict(IMAGES, verbose=0), atol=1e-5)
+
+
+def test_reference_thinned_by_half_has_the_parameters_counted_by_hand():
+    folded = models.build("squeezenet")  # no batch norm: kernels and biases only
+    plan = channels.plan(folded, 0.5)
+    thin = channels.thin(folded, plan)
+    conv, s2, e2, s4, e4 = 32, 8, 32, 16, 64  # half of 64, 16, 64, 32, 128 (rounded)
+
+    def conv_params(k, cin, cout):
+        return k * k * cin * cout + cout
+
+    by_hand = (conv_params(3, 3, conv)
+               + conv_params(1, conv, s2) + conv_params(1, s2, e2) + conv_params(3, s2, e2)
+               + conv_params(1, 2 * e2, s2) + conv_params(1, s2, e2) + conv_params(3, s2, e2)
+               + conv_params(1, 2 * e2, s4) + conv_params(1, s4, e4) + conv_params(3, s4, e4)
+               + conv_params(1, 2 * e4, s4) + conv_params(1, s4, e4) + conv_params(3, s4, e4)
+               + conv_params(1, 2 * e4, 10))
+    assert thin.count_params() == by_hand
+    assert thin.get_layer("conv10").filters == 10  # one output per class
+    assert plan.filters(folded)["fire4/expand3x3"] == {"before": 128, "kept": 64}
+
+
+def test_a_bypass_prunes_the_added_layers_as_one_group():
+    model = trained_like("squeezenet_bypass")
+    plan = channels.plan(model, 0.4)
+    for branch in ("expand1x1", "expand3x3"):
+        assert plan.kept[f"fire2/{branch}"] == plan.kept[f"fire3/{branch}"]
+        assert plan.kept[f"fire4/{branch}"] == plan.kept[f"fire5/{branch}"]
+    thin = channels.thin(model, plan)
+    assert thin.get_layer("bypass3").output_shape[-1] == 2 * len(plan.kept["fire2/expand1x1"])
+
+
+def test_the_strongest_filters_are_kept():
+    model = models.build("squeezenet")
+    kernel, bias = model.get_layer("conv").get_weights()
+    kernel[..., :] = 0.01
+    kernel[..., [5, 9]] = 1.0
+    model.get_layer("conv").set_weights([kernel, bias])
+    kept = channels.plan(model, 0.97).kept["conv"]
+    assert kept == [5, 9]  # 64 * 0.03 rounds to 2
+
+
+def test_a_layer_channel_pruning_cannot_follow_is_one_line():
+    layers = keras().layers
+    inputs = layers.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3)(inputs)
+    x = layers.LSTM(4)(layers.Reshape((30, 240))(x))
+    model = keras().Model(inputs, layers.Dense(3, activation="softmax")(x))
+    with pytest.raises(EdgefireError, match="cannot follow layer 'reshape'"):
+        channels.plan(model, 0.5)
+
+
+@pytest.mark.slow
+def test_a_byte_budget_lands_the_int8_file_under_it(trained_folder, copy_of, image_folder):
+    folder = copy_of(trained_folder)
+    result = CliRunner().invoke(app, [
+        "build", "--quantize", "int8", "--data", str(image_folder), "--epochs", "3",
+        "--batch-size", "32", "--seed", "1", "--learning-rate", "0.05", "--prune", "channels",
+        "--target-bytes", "80000", "--prune-epochs", "1", "--micro-images", "50",
+        "--artifacts", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "= train: up to date" in result.output
+    assert (folder / "squeezenet_int8.tflite").stat().st_size <= 80_000
+    pruned = json.loads((folder / "prune.json").read_text())
+    assert pruned["parameters"]["after"] < pruned["parameters"]["before"]
+    assert pruned["multiply_accumulates"]["after"] < pruned["multiply_accumulates"]["before"]
+    report = json.loads((folder / "report.json").read_text())
+    int8 = next(r for r in report["artifacts"] if r["name"] == "squeezenet_int8.tflite")
+    ran = {name for name, cell in int8["runtimes"].items() if cell.get("error") is None
+           and "skipped" not in cell}
+    assert {"litert"} <= ran and report["passed"]
