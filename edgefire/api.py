@@ -96,9 +96,14 @@ def merged(*sources: dict[str, dict]) -> dict[str, dict]:
 
 
 def plan(settings: dict[str, dict], force: bool = False, distribute: str = "auto"):
-    """The build plan of merged settings (every config checks its own values)."""
+    """The build plan of merged settings (every config checks its own values). A byte budget
+    of channel pruning is also verify's size gate unless that is set: the fallback's QAT or
+    float layers may add bytes, and the build must then say so."""
     from edgefire.pipeline import Plan
 
+    budget = settings.get("prune", {}).get("target_bytes")
+    if budget is not None and "max_bytes" not in settings.get("verify", {}):
+        settings = {**settings, "verify": {**settings.get("verify", {}), "max_bytes": budget}}
     configs = {section: cls(**settings.get(section, {})) for section, cls in SECTIONS.items()}
     return Plan(**configs, force=force, distribute=distribute)
 

@@ -119,13 +119,13 @@ def thin_to_budget(model, config: PruneConfig, splits: data.Splits, contract: In
         calibration = splits.x_train[:CALIBRATION_IMAGES]
         low, high = 0.0, MAX_CHANNEL_SPARSITY
         if int8_bytes(channels.thin(model, channels.plan(model, high)), calibration, contract,
-                      train_config) > config.target_bytes:
+                      train_config, splits.classes) > config.target_bytes:
             raise EdgefireError(f"--target-bytes {config.target_bytes}: even with "
                                 f"{high:.0%} of the filters removed the int8 TFLite is larger")
         for _ in range(SEARCH_STEPS):
             middle = (low + high) / 2
             size = int8_bytes(channels.thin(model, channels.plan(model, middle)), calibration,
-                              contract, train_config)
+                              contract, train_config, splits.classes)
             search.append({"channel_sparsity": round(middle, 4), "int8_bytes": size})
             low, high = (low, middle) if size <= config.target_bytes else (middle, high)
         ratio = high
@@ -141,15 +141,14 @@ CALIBRATION_IMAGES = 64  # enough to convert: the file's bytes do not depend on 
 
 
 def int8_bytes(model, calibration: np.ndarray, contract: InputContract,
-               train_config: dict) -> int:
+               train_config: dict, classes) -> int:
     """Bytes of the int8 TFLite (with its metadata) that quantize would write for `model`
     (batch norm folded first, as the file prune writes)."""
     from edgefire import metadata, quantize
 
     tflite = quantize.convert(channels.fold(model), "int8", "uint8", calibration, False,
                               contract)
-    classes = [str(i) for i in range(model.output_shape[-1])]
-    return len(metadata.attach(tflite, train_config["arch"], classes, contract))
+    return len(metadata.attach(tflite, train_config["arch"], list(classes), contract))
 
 
 def inputs(folder: Path) -> list[Path]:

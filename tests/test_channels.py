@@ -106,10 +106,12 @@ def test_a_byte_budget_lands_the_int8_file_under_it(trained_folder, copy_of, ima
         "build", "--quantize", "int8", "--data", str(image_folder), "--epochs", "3",
         "--batch-size", "32", "--seed", "1", "--learning-rate", "0.05", "--prune", "channels",
         "--target-bytes", "80000", "--prune-epochs", "1", "--micro-images", "50",
-        "--artifacts", str(folder)])
+        "--no-fallback", "--artifacts", str(folder)])
     assert result.exit_code == 0, result.output
     assert "= train: up to date" in result.output
     assert (folder / "squeezenet_int8.tflite").stat().st_size <= 80_000
+    gates = json.loads((folder / "report.json").read_text())["gates"]
+    assert {g["limit"] for g in gates if g["metric"] == "bytes"} == {80_000}  # the gate too
     pruned = json.loads((folder / "prune.json").read_text())
     assert pruned["parameters"]["after"] < pruned["parameters"]["before"]
     assert pruned["multiply_accumulates"]["after"] < pruned["multiply_accumulates"]["before"]
