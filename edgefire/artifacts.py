@@ -111,14 +111,51 @@ def write_json(path: Path, data) -> None:
 
 
 def read_json(path: Path, what: str) -> dict:
+    """A stage record: a JSON object whose missing keys are one line naming the file (a hand
+    edit or another version), not a KeyError deep in a stage."""
+    stage = next((s for s in STAGES if layout.record(s) == path.name), None)
     try:
-        return json.loads(path.read_text())
+        content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        stage = next((s for s in STAGES if layout.record(s) == path.name), None)
         made_by = f" (run `edgefire {stage}` first)" if stage else ""
         raise EdgefireError(f"{path}: {what} not found{made_by}") from None
     except (OSError, ValueError) as exc:
         raise EdgefireError(f"{path}: {what} is unreadable ({exc})") from None
+    if not isinstance(content, dict):
+        raise EdgefireError(f"{path}: {what} is not a JSON object: {_rerun(stage)}")
+    return Record(content, path, stage)
+
+
+def stage_record(folder: Path, stage: str, what: str) -> dict:
+    """A stage's record (`train.json`...), checked against the manifest first when it holds
+    one: a hand-edited record is one line, never a wrong number or a traceback later."""
+    path = folder / layout.record(stage)
+    if path.exists() and (folder / MANIFEST).exists():
+        entry = load_manifest(folder)["artifacts"].get(path.name)
+        if entry is not None:
+            check_intact(folder, path.name, entry)
+    return read_json(path, what)
+
+
+def _rerun(stage: str | None) -> str:
+    return f"run `edgefire {stage}` again" if stage else "rebuild"
+
+
+class Record(dict):
+    """A stage record read from `path`: a missing key, or a value of the wrong kind where a
+    table is expected, is an EdgefireError naming the file and the stage to rerun."""
+
+    def __init__(self, content: dict, path: Path, stage: str | None):
+        super().__init__(content)
+        self.path, self.stage = path, stage
+
+    def __getitem__(self, key):
+        try:
+            value = super().__getitem__(key)
+        except KeyError:
+            raise EdgefireError(f"{self.path}: has no {key!r} (edited, or from another "
+                                f"version): {_rerun(self.stage)}") from None
+        return Record(value, self.path, self.stage) if isinstance(value, dict) else value
 
 
 # --- manifest ------------------------------------------------------------------------------
@@ -130,9 +167,11 @@ def load_manifest(folder: Path) -> dict:
         return {"schema": SCHEMA, "edgefire_version": __version__, "artifacts": {},
                 "stages": {}}
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(manifest, dict):
             raise ValueError("not a JSON object")
+        if manifest.get("schema") == SCHEMA:
+            _check_manifest(manifest)
     except (OSError, ValueError) as exc:
         raise EdgefireError(f"{path}: manifest is unreadable ({exc}): start over "
                             "with `edgefire build --force` or use a new --artifacts folder"
@@ -142,6 +181,25 @@ def load_manifest(folder: Path) -> dict:
                             f"{manifest.get('schema')!r}, this edgefire reads schema {SCHEMA}: "
                             "rebuild it with --force or use a new --artifacts folder")
     return manifest
+
+
+# what each entry of a manifest holds, by key and type (the rest is informative)
+ARTIFACT_ENTRY = {"stage": str, "bytes": int, "sha256": str, "inputs": dict}
+STAGE_ENTRY = {"config": dict, "inputs": dict, "outputs": list}
+
+
+def _check_manifest(manifest: dict) -> None:
+    """ValueError naming the first entry that is not what edgefire writes (a hand edit)."""
+    for table, shape in (("artifacts", ARTIFACT_ENTRY), ("stages", STAGE_ENTRY)):
+        entries = manifest.get(table)
+        if not isinstance(entries, dict):
+            raise ValueError(f"{table!r} is not a table")
+        for name, entry in entries.items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"{table}[{name!r}] is not a table")
+            for key, kind in shape.items():
+                if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+                    raise ValueError(f"{table}[{name!r}][{key!r}] is not a {kind.__name__}")
 
 
 def set_aside_manifest(folder: Path) -> Path | None:

@@ -17,7 +17,7 @@ def row(folder: Path) -> dict:
     """What one build measured: from its train.json, report.json and build.json."""
     from edgefire import models
 
-    train = artifacts.read_json(folder / layout.record("train"), "training metadata")
+    train = artifacts.stage_record(folder, "train", "training metadata")
     result = report.load(folder)
     # numbers are only as good as the files they came from: a hand-edited or stale report,
     # or one whose files have changed since, is refused

@@ -201,8 +201,7 @@ class Sources:
         self.config, self.data_override = config, data_override
         self.quantized = artifacts.read_json(folder / layout.record("quantize"),
                                              "quantize metadata")
-        self.train_meta = artifacts.read_json(folder / layout.record("train"),
-                                              "training metadata")
+        self.train_meta = artifacts.stage_record(folder, "train", "training metadata")
         self.inputs = inputs(folder)
         self.model_path, self.quantized_path = self.inputs
         self.model = models.load_model(self.model_path)

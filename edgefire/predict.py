@@ -86,9 +86,8 @@ def printable(text: str) -> str:
 
 def build_contract(folder: Path) -> InputContract | None:
     """The build's contract when its train.json is at hand."""
-    train = folder / layout.record("train")
-    if train.is_file():
-        return of_build(artifacts.read_json(train, "training metadata"))
+    if (folder / layout.record("train")).is_file():
+        return of_build(artifacts.stage_record(folder, "train", "training metadata"))
     return None
 
 

@@ -190,7 +190,7 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
     if placement:
         placement.check_batch(config.batch_size)
     trained_path, = inputs(folder)
-    meta = artifacts.read_json(folder / layout.record("train"), "training metadata")
+    meta = artifacts.stage_record(folder, "train", "training metadata")
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         model = models.load_model(trained_path)  # its variables are the ones pruning wraps
     train_config, contract = meta["config"], of_build(meta)

@@ -165,7 +165,7 @@ def inputs(folder: Path) -> list[Path]:
 def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) -> dict:
     """Write the quantized TFLite model and its metadata into the artifacts folder."""
     model_path, = inputs(folder)
-    meta = artifacts.read_json(folder / layout.record("train"), "training metadata")
+    meta = artifacts.stage_record(folder, "train", "training metadata")
     train_config, contract = meta["config"], of_build(meta)
     model = models.load_model(model_path)
     dataset, splits = data.of_build(meta, data_override)

@@ -195,7 +195,7 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
     reference, precisions, gated, quantized = artifacts_to_verify(folder)
     names = list(precisions)
-    train_meta = artifacts.read_json(folder / layout.record("train"), "training metadata")
+    train_meta = artifacts.stage_record(folder, "train", "training metadata")
     source = data_override or train_meta["config"]["data"]
     contract = of_build(train_meta)
     dataset = data.load(source, contract.size)
