@@ -187,7 +187,9 @@ def tf_config() -> dict:
         config = json.loads(raw)
         workers = config["cluster"]["worker"]
         task = config["task"]
-        index = int(task["index"])
+        index = task["index"]
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(index)
     except (ValueError, KeyError, TypeError):
         raise EdgefireError('TF_CONFIG is not valid: expected {"cluster": {"worker": '
                             '["host:port", ...]}, "task": {"type": "worker", "index": N}}'
@@ -196,4 +198,22 @@ def tf_config() -> dict:
             or not 0 <= index < len(workers):
         raise EdgefireError(f"TF_CONFIG: task {task} is not one of the {len(workers)} "
                             "workers of its cluster")
+    for address in workers:
+        check_address(address)
+    if not all(_loopback(a) for a in workers):
+        print("  ! multi-worker: TensorFlow's gRPC server listens on every interface without "
+              "authentication; run it on a trusted network only", flush=True)
     return config
+
+
+def check_address(address) -> None:
+    """A worker address is "host:port" with a port of 1-65535."""
+    host, _, port = str(address).rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise EdgefireError(f"TF_CONFIG: worker address {address!r} is not host:port with a "
+                            "port from 1 to 65535")
+
+
+def _loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -131,6 +131,12 @@ def test_a_killed_worker_ends_the_other_with_one_line_and_a_rerun_resumes(tmp_pa
     ("{not json", "TF_CONFIG is not valid"),
     ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}',
      "is not one of the 1 workers"),
+    ('{"cluster": {"worker": ["localhost:70000"]}, "task": {"type": "worker", "index": 0}}',
+     "port from 1 to 65535"),
+    ('{"cluster": {"worker": [12345]}, "task": {"type": "worker", "index": 0}}',
+     "worker address 12345 is not host:port"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0.0}}',
+     "TF_CONFIG is not valid"),
 ])
 def test_a_missing_or_malformed_tf_config_is_one_line(tmp_path, monkeypatch, value, message):
     if value is None:
