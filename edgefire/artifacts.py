@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -44,6 +45,18 @@ def ensure_folder(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
+def ensure_space(path: Path, needed: int) -> None:
+    """One line before a write that would fill the disk: HDF5's writer crashes the process
+    (SIGSEGV) on a full disk instead of raising, leaving its temporary file behind."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return  # the write itself will say what is wrong with the folder
+    if free < needed:
+        raise EdgefireError(f"{path}: No space left on device: writing it needs about "
+                            f"{needed / 1e6:.1f} MB, {free / 1e6:.1f} MB are free")
+
+
 def atomic_path(path: Path):
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
 

@@ -251,6 +251,9 @@ def restore_checkpoint(folder: Path, stage: str, config: dict, model):
 
 def save_checkpoint(folder: Path, stage: str, config: dict, model, done: Fit) -> None:
     """Weights, then the state that names them: finished epochs, history and restarts."""
+    from edgefire.models import h5_bytes
+
+    artifacts.ensure_space(folder / f"{stage}_checkpoint.h5", h5_bytes(model))
     with artifacts.atomic_path(folder / f"{stage}_checkpoint.h5") as tmp:
         model.save_weights(tmp)
     artifacts.write_json(folder / f"{stage}_checkpoint.json",

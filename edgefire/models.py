@@ -225,7 +225,14 @@ def multiply_accumulates(model) -> int:
     return int(total)
 
 
+def h5_bytes(model) -> int:
+    """Room to leave for a Keras HDF5 file of `model`: its weights (float32) twice, and 1 MB
+    of structure."""
+    return 8 * int(model.count_params()) + 1_000_000
+
+
 def save_model(model, path: Path) -> None:
+    artifacts.ensure_space(path, h5_bytes(model))
     with artifacts.atomic_path(path) as tmp:
         model.save(tmp, include_optimizer=False)
 

@@ -157,3 +157,21 @@ def test_same_seed_rebuilds_byte_identical_files(built, image_folder, tmp_path):
         assert artifacts.sha256(folder / name) == artifacts.sha256(built / name), name
     val = [json.loads((f / "train.json").read_text())["val_accuracy"] for f in (folder, built)]
     assert val[0] == val[1]
+
+
+def test_a_disk_too_full_for_a_checkpoint_stops_train_with_one_line(image_folder, tmp_path,
+                                                                   monkeypatch):
+    """HDF5 crashes the process on a full disk, so the room is checked before writing."""
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(artifacts.shutil, "disk_usage",
+                        lambda path: usage._replace(free=500_000))
+    folder = tmp_path / "a"
+    result = invoke("train", "--data", str(image_folder), "--epochs", "1", "--artifacts",
+                    str(folder))
+    assert result.exit_code == 2, result.output
+    assert "train_checkpoint.h5: No space left on device: writing it needs about" in \
+        result.output
+    assert result.output.count("edgefire: error") == 1
+    assert not [p for p in folder.iterdir() if p.suffix == ".h5" or ".tmp" in p.name]
