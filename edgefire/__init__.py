@@ -3,7 +3,12 @@
 The Python API (`edgefire.build`, `edgefire.verify`) is documented in `edgefire/api.py`.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("edgefire")  # pyproject.toml's, the one place it is spelled
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def build(*args, **kwargs) -> dict:

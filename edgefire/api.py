@@ -51,9 +51,13 @@ def project_settings(folder: Path = Path(".")) -> dict[str, dict]:
     if not path.is_file():
         return {}
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("edgefire")
+        tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {})
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise EdgefireError(f"{path}: not a readable TOML file ({exc})") from None
+    table = tool.get("edgefire") if isinstance(tool, dict) else None
+    if table is not None and not isinstance(table, dict):
+        raise EdgefireError(f"{path}: [tool.edgefire] must be a table of sections (got "
+                            f"{type(table).__name__})")
     return checked(table or {}, f"{path} [tool.edgefire]")
 
 

@@ -84,3 +84,19 @@ def test_the_api_raises_the_same_errors_as_the_cli():
         edgefire.build("unused", prune={"sparsity": 1.5})
     with pytest.raises(EdgefireError, match="unknown key 'max_dorp'"):
         edgefire.verify("unused", max_dorp=1.0)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[tool]\nedgefire = 1\n", "[tool.edgefire] must be a table of sections (got int)"),
+    ("tool = 1\n", "unknown"),
+    ("[tool.edgefire.train]\nepochs = 2.5\n", "[train] epochs must be int"),
+])
+def test_a_bad_tool_edgefire_table_is_one_line(text, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("pyproject.toml").write_text(text)
+    result = invoke("build", "--data", str(tmp_path / "nowhere"))
+    if needle == "unknown":  # no [tool] table at all: nothing of edgefire's to read
+        assert "data source does not exist" in result.output
+        return
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert result.output.count("\n") == 1
