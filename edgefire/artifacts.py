@@ -44,7 +44,6 @@ def ensure_folder(folder: Path) -> Path:
     return folder
 
 
-@contextlib.contextmanager
 def ensure_space(path: Path, needed: int) -> None:
     """One line before a write that would fill the disk: HDF5's writer crashes the process
     (SIGSEGV) on a full disk instead of raising, leaving its temporary file behind."""
@@ -57,6 +56,7 @@ def ensure_space(path: Path, needed: int) -> None:
                             f"{needed / 1e6:.1f} MB, {free / 1e6:.1f} MB are free")
 
 
+@contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
 
