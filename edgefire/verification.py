@@ -53,11 +53,12 @@ def tflite_kernel_zeros(interpreter) -> tuple[int, int]:
     """Zeros and total weights over the filters of every convolution in a TFLite model.
 
     A sparse-encoded filter is the input of a DENSIFY op that stores only its kept values;
-    the zeros it encodes are the dense size minus the non-zero values stored.
+    the zeros it encodes are the dense size minus the non-zero values stored. A float16 filter
+    is the input of a DEQUANTIZE op (its float32 output exists only while the model runs).
     """
     ops = interpreter._get_ops_details()  # the one view of op inputs the interpreter offers
-    densified = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops
-                 if op["op_name"] == "DENSIFY"}
+    made_from = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops
+                 if op["op_name"] in ("DENSIFY", "DEQUANTIZE")}
     shapes = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
     zeros = total = 0
     for op in ops:
@@ -65,7 +66,10 @@ def tflite_kernel_zeros(interpreter) -> tuple[int, int]:
             continue
         index = int(op["inputs"][1])
         size = int(np.prod(shapes[index]))
-        stored = interpreter.get_tensor(densified.get(index, index))
+        stored_index = index
+        while stored_index in made_from:  # float16 and sparse: DENSIFY then DEQUANTIZE
+            stored_index = made_from[stored_index]
+        stored = interpreter.get_tensor(stored_index)
         zeros += size - int(np.count_nonzero(stored))
         total += size
     return zeros, total
