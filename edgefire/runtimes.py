@@ -119,9 +119,14 @@ class TFLiteRunner:
         return self.io.dequantize(self.interpreter.get_tensor(self.output_index))
 
 
-def onnx_input(pixels: np.ndarray, uint8: bool, contract: InputContract) -> np.ndarray:
-    """An ONNX model's input: the pixels themselves for a uint8 input, else normalized."""
-    return pixels if uint8 else contract.normalize(pixels)
+def onnx_input(pixels: np.ndarray, input_type: str, contract: InputContract) -> np.ndarray:
+    """An ONNX model's input: the pixels themselves for a uint8 input, shifted by -128 for an
+    int8 one (the int8 TFLite's `--io int8`: zero point -128), else normalized."""
+    if input_type == "tensor(uint8)":
+        return pixels
+    if input_type == "tensor(int8)":
+        return (pixels.astype(np.int16) - 128).astype(np.int8)
+    return contract.normalize(pixels)
 
 
 class OnnxRunner:
@@ -145,7 +150,7 @@ class OnnxRunner:
         self.input_size = int(self.input.shape[1])
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        x = onnx_input(pixels, self.input.type == "tensor(uint8)", self.contract)
+        x = onnx_input(pixels, self.input.type, self.contract)
         return self.session.run(None, {self.input.name: x})[0].astype(np.float32)
 
 
@@ -164,14 +169,14 @@ class OpenVinoRunner:
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types
             raise EdgefireError(f"{path}: OpenVINO cannot run it ({_first_line(exc)})") from None
         port = self.model.inputs[0]
-        self.uint8 = port.get_element_type().to_dtype() == np.uint8
+        self.input_type = f"tensor({np.dtype(port.get_element_type().to_dtype()).name})"
         self.input_size = int(port.get_partial_shape()[1].get_length())
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         if self.io:
             scores = self.model(self.io.prepare(pixels, self.contract))[self.model.outputs[0]]
             return self.io.dequantize(scores)
-        x = onnx_input(pixels, self.uint8, self.contract)
+        x = onnx_input(pixels, self.input_type, self.contract)
         return self.model(x)[self.model.outputs[0]].astype(np.float32)
 
 

@@ -271,3 +271,21 @@ def test_build_stops_at_the_first_failing_stage(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith("edgefire: error: train:")
     shutil.rmtree(tmp_path / "a", ignore_errors=True)
+
+
+@pytest.mark.parametrize("options, gated", [
+    (["--quantize", "float16"], "squeezenet_float16.tflite"),
+    (["--io", "int8"], "squeezenet_int8.onnx"),
+])
+def test_documented_precision_and_io_options_build_and_verify(built, image_folder, copy_of,
+                                                              options, gated):
+    folder = copy_of(built)
+    args = [*BUILD, "--data", str(image_folder), "--artifacts", str(folder), "--micro-images",
+            "20"]
+    if options[0] == "--quantize":
+        args = [a for a in args if a not in ("--quantize", "int8")]
+    result = invoke(*args, *options)
+    assert result.exit_code == 0, result.output
+    report = json.loads((folder / "report.json").read_text())
+    row = next(r for r in report["artifacts"] if r["name"] == gated)
+    assert row["accuracy"] > 0.5 and report["passed"]
