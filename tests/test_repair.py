@@ -173,7 +173,8 @@ def test_diverging_training_stops_with_one_line_and_saves_nothing(image_folder, 
     result = invoke("train", "--data", str(image_folder), "--artifacts", str(folder),
                     "--epochs", "2", "--batch-size", "32", "--learning-rate", "1e30")
     assert result.exit_code == 2, result.output
-    assert "train diverged: the loss became nan" in result.output
+    assert "train diverged 4 times, the last in epoch 1" in result.output
+    assert "loss nan" in result.output and "--learning-rate on train and build" in result.output
     assert not (folder / "trained.h5").exists() and not (folder / "history.json").exists()
 
 
