@@ -54,17 +54,6 @@ def test_divergence_limit_catches_a_fine_tune_falling_to_chance():
     assert fitting.divergence_limit(2.5, 10) == 5.0  # from scratch: twice the start
 
 
-def test_train_that_keeps_diverging_stops_with_the_option_to_lower(image_folder, tmp_path):
-    result = CliRunner().invoke(app, ["train", "--data", str(image_folder), "--epochs", "1",
-                                      "--learning-rate", BLOWS_UP, "--artifacts",
-                                      str(tmp_path)])
-    assert result.exit_code == 2, result.output
-    assert "train diverged 4 times" in result.output
-    assert "--learning-rate on train and build" in result.output
-    assert result.output.count("restarting after epoch 0") == 3
-    assert not (tmp_path / "trained.h5").exists()
-
-
 def test_prune_that_keeps_diverging_names_prunes_and_builds_option(trained_folder, copy_of):
     folder = copy_of(trained_folder)
     result = CliRunner().invoke(app, ["prune", "--epochs", "1", "--learning-rate", BLOWS_UP,

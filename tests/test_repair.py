@@ -175,6 +175,7 @@ def test_diverging_training_stops_with_one_line_and_saves_nothing(image_folder, 
     assert result.exit_code == 2, result.output
     assert "train diverged 4 times, the last in epoch 1" in result.output
     assert "loss nan" in result.output and "--learning-rate on train and build" in result.output
+    assert result.output.count("restarting after epoch 0") == 3  # at 1/2, 1/4, 1/8
     assert not (folder / "trained.h5").exists() and not (folder / "history.json").exists()
 
 
