@@ -40,7 +40,7 @@ def mutate(content: dict, path: tuple, how: str, other):
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None, derandomize=True,
+@settings(max_examples=8, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(record=st.sampled_from(RECORDS), command=st.sampled_from(COMMANDS),
        how=st.sampled_from(["drop", "retype", "edit"]), other=st.sampled_from(OTHER_TYPES),
