@@ -179,6 +179,3 @@ def test_bad_input_is_one_line_with_its_exit_code_and_changes_nothing(case, buil
     assert "Traceback" not in result.output
     assert snapshot(folder, data) == before
 
-
-def test_the_table_covers_at_least_forty_bad_inputs():
-    assert len(CASES) >= 40
