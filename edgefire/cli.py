@@ -88,6 +88,8 @@ MeanOpt = Annotated[str | None, typer.Option(
     help="A given model's input is (pixel - mean) / std: one value or three, pixel units "
          "[default: 0, or raw pixels for a model that rescales itself].")]
 StdOpt = Annotated[str | None, typer.Option(help="See --mean [default: 255].")]
+HeadEpochsOpt = Annotated[int, typer.Option(
+    help="A given model with a new head: epochs of the head alone (body frozen) first.")]
 DataOverrideOpt = Annotated[str | None, typer.Option(
     "--data", help="Override the data source recorded by train.")]
 FallbackOpt = Annotated[bool, typer.Option(
@@ -152,6 +154,7 @@ def train(
     image_size: ImageSizeOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
+    head_epochs: HeadEpochsOpt = T.head_epochs,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
     optimizer: OptimizerOpt = T.optimizer,
@@ -168,7 +171,8 @@ def train(
     def action():
         from edgefire import train as stage
         config = defaults.TrainConfig(data=data, arch=arch, model=model,
-                                      image_size=image_size, mean=mean, std=std, epochs=epochs,
+                                      image_size=image_size, mean=mean, std=std,
+                                      head_epochs=head_epochs, epochs=epochs,
                                       batch_size=batch_size, optimizer=optimizer,
                                       learning_rate=learning_rate, dropout=dropout, seed=seed,
                                       limit=limit)
@@ -316,6 +320,7 @@ def verify(
 BUILD_FLAGS = {
     "data": ("train", "data"), "arch": ("train", "arch"), "image_size": ("train", "image_size"),
     "model": ("train", "model"), "mean": ("train", "mean"), "std": ("train", "std"),
+    "head_epochs": ("train", "head_epochs"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
     "optimizer": ("train", "optimizer"), "learning_rate": ("train", "learning_rate"),
     "dropout": ("train", "dropout"), "seed": ("train", "seed"), "limit": ("train", "limit"),
@@ -361,6 +366,7 @@ def build(
     image_size: ImageSizeOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
+    head_epochs: HeadEpochsOpt = T.head_epochs,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
     optimizer: OptimizerOpt = T.optimizer,

@@ -31,6 +31,7 @@ class TrainConfig:
     # raw pixels for a given model that rescales itself (one value or three)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    head_epochs: int = 0  # a given model's new head alone (body frozen) before `epochs` of all
     # 40 epochs took 628 s here (16 s each): a third of the 45-minute build. SGD keeps gaining
     # with a longer cosine (README, "Recipe v2"); 120 leaves the build ~10 minutes of headroom.
     epochs: int = 120
@@ -94,6 +95,7 @@ class TrainConfig:
         if self.data != "cifar10":
             object.__setattr__(self, "data", str(Path(self.data).expanduser().resolve()))
         in_range(self.epochs, 0 if self.model else 1, MAX_EPOCHS, "--epochs")
+        in_range(self.head_epochs, 0, MAX_EPOCHS, "--head-epochs")
         in_range(self.batch_size, 1, MAX_BATCH, "--batch-size")
         in_range(self.learning_rate, 0, None, "--learning-rate", low_open=True)
         in_range(self.warmup_epochs, 0, MAX_EPOCHS, "warmup_epochs")

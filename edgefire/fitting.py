@@ -191,6 +191,7 @@ LEARNING_RATE_OPTION = {
              "in a config file",
     "qat": "--qat-learning-rate on quantize and build, [quantize] qat_learning_rate in a "
            "config file",
+    "head": "--learning-rate on train and build, [train] learning_rate in a config file",
 }
 
 

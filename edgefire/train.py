@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgefire import artifacts, data, distribute, fitting, layout, models
 from edgefire.config import TrainConfig, as_dict
-from edgefire.tfenv import seed_everything
+from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.TRAINED
 
@@ -44,9 +44,33 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
         fitting.compile_model(model, schedule, config.label_smoothing, config.optimizer)
 
     contract = given.contract if given else config.contract
+    if given is not None and config.head_epochs and given.notes["head"] != "kept":
+        train_head_alone(model, config, splits, folder, contract, placement)
     fit = fitting.fit_epochs(model, splits, folder, "train", as_dict(config), contract,
                              compile_at, augmented=config.augment, placement=placement)
     return (model if given else _deployable(model, config)), fit
+
+
+def train_head_alone(model, config: TrainConfig, splits: data.Splits, folder: Path,
+                     contract, placement) -> None:
+    """`head_epochs` of the new head alone, the body frozen (its batch norm in inference
+    mode), at the peak rate with cosine decay; then every layer trains again."""
+    body = [layer for layer in model.layers if not layer.name.endswith("_new")
+            and layer.name != "scores" and layer.weights]
+    for layer in body:
+        layer.trainable = False
+    steps = math.ceil(len(splits.y_train) / config.batch_size)
+
+    def compile_at(scale: float) -> None:
+        schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate * scale,
+                                                            config.head_epochs * steps)
+        fitting.compile_model(model, schedule, config.label_smoothing, config.optimizer)
+
+    head_config = {**as_dict(config), "epochs": config.head_epochs}
+    fitting.fit_epochs(model, splits, folder, "head", head_config, contract, compile_at,
+                       augmented=config.augment, placement=placement)
+    for layer in body:
+        layer.trainable = True
 
 
 def build_training_model(config: TrainConfig, splits: data.Splits):
@@ -196,4 +220,5 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
                                     layout.record("train"))]
     artifacts.record_stage(folder, "train", outputs, [], recorded)
     fitting.remove_checkpoint(folder, "train")
+    fitting.remove_checkpoint(folder, "head")
     return meta

@@ -280,3 +280,23 @@ def test_your_own_architecture_failing_is_one_line(image_folder, tmp_path, funct
                  "--data", image_folder, "--artifacts", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert needle in result.output and result.output.count("edgefire: error") == 1
+
+
+def test_the_new_head_trains_alone_first_with_the_body_frozen(cnn_file, three_classes,
+                                                              tmp_path):
+    from edgefire import data, train
+    from edgefire.config import TrainConfig
+
+    config = TrainConfig(data=str(three_classes), model=str(cnn_file), head_epochs=2,
+                         epochs=1, batch_size=16)
+    model, size = given_model.open_model(config.model, None)
+    given = given_model.adapt(model, config.model, size, 3, None, None, 1, 0)
+    splits = data.split(data.load(config.data, size), 10, 0)
+    before = {layer.name: [w.copy() for w in layer.get_weights()]
+              for layer in given.model.layers if layer.weights}
+    train.train_head_alone(given.model, config, splits, tmp_path, given.contract, None)
+    changed = {name for name, weights in before.items()
+               if any(not np.array_equal(a, b) for a, b in
+                      zip(weights, given.model.get_layer(name).get_weights(), strict=True))}
+    assert changed == {"logits_new"}
+    assert all(layer.trainable for layer in given.model.layers)  # every layer trains next
