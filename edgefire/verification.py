@@ -32,6 +32,16 @@ from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, GateFailed
 
 
+def network_size(reference: Path) -> dict:
+    """Parameters and multiply-accumulates per image of the network every file of the build
+    holds (the float reference's; pruning channels changes them, magnitude pruning does not)."""
+    from edgefire import models
+
+    model = models.load_model(reference)
+    return {"parameters": int(model.count_params()),
+            "multiply_accumulates": models.multiply_accumulates(model)}
+
+
 def weight_sparsity(path: Path, runner) -> float | None:
     """Fraction of zeros over the convolution kernels stored in the file."""
     if isinstance(runner, runtimes.TFLiteRunner):
@@ -223,6 +233,7 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "input": contract.to_json(),
         "classes": list(train_meta["classes"]),
         "target_bytes": config.max_bytes, "reference": reference,
+        **network_size(folder / reference),
         "gates": gates(rows, gated, config), "artifacts": rows}
     if quantized.get("fallback"):
         result["fallback"] = quantized["fallback"]

@@ -56,6 +56,8 @@ def test_report_json_follows_the_contract(built):
     report = json.loads((built / "report.json").read_text())
     assert report["schema"] == 1 and report["passed"] is True
     assert {"created", "edgefire_version", "target_bytes", "reference", "gates"} <= set(report)
+    assert report["parameters"] == 122_986  # the reference architecture, 10 classes
+    assert report["multiply_accumulates"] == 6_284_480
     assert report["dataset"]["test_images"] == 200
     assert report["input"] == {"layout": "NHWC", "color": "RGB", "size": [32, 32],
                                "normalize": {"mean": [0.0, 0.0, 0.0],
