@@ -120,3 +120,24 @@ def test_a_byte_budget_lands_the_int8_file_under_it(trained_folder, copy_of, ima
     ran = {name for name, cell in int8["runtimes"].items() if cell.get("error") is None
            and "skipped" not in cell}
     assert {"litert"} <= ran and report["passed"]
+
+
+def test_a_users_residual_model_prunes_its_block_and_shortcut_together():
+    layers = keras().layers
+    inputs = layers.Input((32, 32, 3))
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    stem = layers.ReLU()(layers.BatchNormalization(name="stem_bn")(
+        layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(x)))
+    y = layers.ReLU()(layers.Conv2D(16, 3, padding="same", name="block_a")(stem))
+    y = layers.Conv2D(16, 3, padding="same", name="block_b")(y)
+    x = layers.Add(name="residual")([stem, y])
+    x = layers.GlobalAveragePooling2D()(layers.ReLU()(x))
+    model = keras().Model(inputs, layers.Dense(5, activation="softmax", name="head")(x))
+    same = channels.thin(model, channels.plan(model, 0.0))
+    np.testing.assert_allclose(same.predict(IMAGES, verbose=0),
+                               model.predict(IMAGES, verbose=0), atol=1e-6)
+    plan = channels.plan(model, 0.5)
+    assert plan.kept["stem"] == plan.kept["block_b"] and len(plan.kept["block_a"]) == 8
+    thin = channels.thin(model, plan)
+    assert thin.get_layer("head").input_shape == (None, 8) and thin.output_shape == (None, 5)
+    assert thin.count_params() < model.count_params() / 2
