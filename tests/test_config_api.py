@@ -17,6 +17,7 @@ def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+@pytest.mark.slow
 def test_a_config_file_overrides_defaults_and_flags_override_it(image_folder, tmp_path,
                                                                monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -60,6 +61,7 @@ def test_a_missing_config_file_is_one_line(tmp_path):
     assert result.exit_code == 2 and "nope.toml: config file not found" in result.output
 
 
+@pytest.mark.slow
 def test_the_python_api_builds_and_verifies(image_folder, tmp_path):
     """`import edgefire; edgefire.build(...)` in a fresh interpreter, as the README shows."""
     folder = tmp_path / "api"
