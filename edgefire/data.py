@@ -256,24 +256,44 @@ def _unpickle(raw: bytes, where: str) -> dict:
     return batch
 
 
-def _batch_arrays(batch: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _batch_arrays(batch: dict, where: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's images and labels, each checked: one label per image, every one a class."""
     try:
         images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError, OverflowError):
         raise EdgefireError(f"{where}: corrupt CIFAR-10 batch (no 3x32x32 'data' and "
                             "'labels')") from None
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise EdgefireError(f"{where}: corrupt CIFAR-10 batch ({labels.size} labels for "
+                            f"{len(images)} images)")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise EdgefireError(f"{where}: corrupt CIFAR-10 batch (a label outside 0-{classes - 1})")
     return images.transpose(0, 2, 3, 1), labels
+
+
+def _label_names(meta: dict, where: str) -> tuple[str, ...]:
+    """The class names of batches.meta: a list of UTF-8 names, each fit for one line."""
+    names = meta.get(b"label_names")
+    try:
+        classes = tuple(name.decode("utf-8") for name in names)
+    except (TypeError, AttributeError, UnicodeDecodeError):
+        raise EdgefireError(f"{where}: corrupt batches.meta ('label_names' is not a list of "
+                            "UTF-8 names)") from None
+    if len(classes) < 2 or any(not name or not name.isprintable() for name in classes):
+        raise EdgefireError(f"{where}: corrupt batches.meta (fewer than 2 class names, or an "
+                            "empty one, or one with a newline or control character)")
+    return classes
 
 
 def _from_batches(read, where: str) -> Dataset:
     """Assemble a Dataset from a `read(name) -> bytes` over the batches-py file names."""
-    meta = _unpickle(read("batches.meta"), f"{where}/batches.meta")
-    classes = tuple(name.decode() for name in meta[b"label_names"])
+    classes = _label_names(_unpickle(read("batches.meta"), f"{where}/batches.meta"),
+                           f"{where}/batches.meta")
     train = [_batch_arrays(_unpickle(read(f"data_batch_{i}"), f"{where}/data_batch_{i}"),
-                           f"{where}/data_batch_{i}") for i in range(1, 6)]
+                           f"{where}/data_batch_{i}", len(classes)) for i in range(1, 6)]
     x_test, y_test = _batch_arrays(_unpickle(read("test_batch"), f"{where}/test_batch"),
-                                   f"{where}/test_batch")
+                                   f"{where}/test_batch", len(classes))
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
     return Dataset(x_train, y_train, x_test, y_test, classes, where, "")

@@ -164,3 +164,33 @@ def test_a_cifar_source_resized_beyond_memory_is_refused(cifar_folder, monkeypat
     monkeypatch.setattr(data, "available_memory", lambda: 1000)
     with pytest.raises(EdgefireError, match=r"600 images at 96x96 need 0.0 GB decoded"):
         data.load(str(cifar_folder), 96)
+
+
+def _rewrite(folder, name, change):
+    import pickle
+
+    batch = pickle.loads((folder / name).read_bytes())
+    change(batch)
+    (folder / name).write_bytes(pickle.dumps(batch))
+
+
+@pytest.mark.parametrize("name, change, needle", [
+    ("data_batch_2", lambda b: b.update({b"labels": [10] * len(b[b"labels"])}),
+     "a label outside 0-9"),
+    ("data_batch_2", lambda b: b.update({b"labels": [-1] * len(b[b"labels"])}),
+     "a label outside 0-9"),
+    ("test_batch", lambda b: b.update({b"labels": b[b"labels"][:-1]}), "labels for"),
+    ("batches.meta", lambda b: b.update({b"label_names": 5}), "not a list of UTF-8 names"),
+    ("batches.meta", lambda b: b.update({b"label_names": [b"\xff\xfe"] * 10}),
+     "not a list of UTF-8 names"),
+    ("batches.meta", lambda b: b[b"label_names"].__setitem__(0, b"air\nplane"),
+     "a newline or control character"),
+])
+def test_a_cifar_batch_that_does_not_add_up_is_one_line(cifar_folder, tmp_path, name, change,
+                                                        needle):
+    import shutil
+
+    folder = shutil.copytree(cifar_folder, tmp_path / "cifar-10-batches-py")
+    _rewrite(folder, name, change)
+    with pytest.raises(EdgefireError, match=needle):
+        data.load(str(folder))
