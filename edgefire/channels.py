@@ -135,7 +135,8 @@ def plan(model, ratio: float) -> Plan:
         if members & protected:
             continue
         classes = [g for g in groups.values() if g[0][0] in members]
-        scores = [sum(importance(model, n)[f] for n, f in g) for g in classes]
+        norms = {name: importance(model, name) for name in members}
+        scores = [sum(norms[n][f] for n, f in g) for g in classes]
         count = max(1, round(len(classes) * (1 - ratio)))
         chosen = [classes[i] for i in sorted(np.argsort(scores)[::-1][:count])]
         for name in members:

@@ -290,11 +290,11 @@ def fit_epochs(model, splits: data.Splits, folder: Path, stage: str, config: dic
                  placement)
             return replace(done, epochs_run=done.epochs_run - first_epoch)
         except Diverged as diverged:
-            recoveries = [*done.recoveries, diverged]
-            if len(recoveries) > MAX_RESTARTS:
+            if len(done.recoveries) >= MAX_RESTARTS:
                 raise EdgefireError(
-                    f"{stage} diverged {len(recoveries)} times, the last in {diverged}, down "
-                    f"to {done.learning_rate_scale:g} x its learning rate; nothing was saved "
+                    f"{stage} diverged {len(done.recoveries) + 1} times, the last in "
+                    f"{diverged}, down to {done.learning_rate_scale:g} x its learning rate; "
+                    "nothing was saved "
                     f"(lower it: {LEARNING_RATE_OPTION[stage]})") from None
             done = _restart(model, initial, folder, stage, config, done, diverged, placement)
 
