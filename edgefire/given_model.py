@@ -1,7 +1,8 @@
 """A model the user brings (`--model FILE`): loaded without running code, checked to be an
 image classifier, given the input contract it expects, and a new head for other classes.
 
-Accepted: a tf_keras `.h5` or `.keras` file and a tf_keras SavedModel folder. The build's
+Accepted: a tf_keras `.h5` or `.keras` file, a Keras 3 `.keras` file (rebuilt in tf_keras,
+see `keras3`) and a tf_keras SavedModel folder. The build's
 float model is this model (fine-tuned when `--epochs` > 0); its batch normalization stays
 until conversion, where the TFLite converter folds it.
 """
@@ -13,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefire import models
+from edgefire import keras3, models
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras
@@ -59,30 +60,11 @@ def load(path: str):
         raise EdgefireError(f"{root}: model file not found")
     if root.is_dir() and not (root / "saved_model.pb").exists():
         raise EdgefireError(f"{root}: not a SavedModel folder (no saved_model.pb)")
-    if root.is_file() and _is_keras3(root):
-        raise EdgefireError(f"{root}: a Keras 3 .keras file; edgefire prunes and quantizes with "
-                            "tf_keras (Keras 2): save the model with tf_keras, or as a "
-                            "SavedModel")
-    model = models.load_model(root)
+    model = keras3.load(root) if keras3.is_keras3(root) else models.load_model(root)
     if not isinstance(model, keras().Model):
         raise EdgefireError(f"{root}: a SavedModel without Keras metadata; save it with "
                             "tf_keras (model.save(folder))")
     return model
-
-
-def _is_keras3(path: Path) -> bool:
-    """A .keras zip whose metadata.json says Keras 3 wrote it."""
-    import json
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            version = json.loads(archive.read("metadata.json")).get("keras_version", "")
-    except (KeyError, ValueError, OSError):
-        return False
-    return str(version).startswith("3")
 
 
 def check_classifier(model, path: str) -> None:

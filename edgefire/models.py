@@ -255,8 +255,10 @@ def load_model(path: Path, trust_code: bool = False):
 # layers whose stored config is Python code: deserializing them runs it
 CODE_LAYERS = {"Lambda"}
 # classes a stored config names that are not in keras.layers, and hold no code: models, and
-# TensorFlow ops on Keras tensors (stored by the op's name, looked up in TensorFlow)
-KNOWN_CLASSES = {"Functional", "Sequential", "Model", "TFOpLambda", "SlicingOpLambda"}
+# TensorFlow ops on Keras tensors (stored by the op's name, looked up in TensorFlow), and
+# Keras 3's dtype policies
+KNOWN_CLASSES = {"Functional", "Sequential", "Model", "TFOpLambda", "SlicingOpLambda",
+                 "DTypePolicy", "FloatDTypePolicy"}
 
 
 def stored_config(path: Path) -> dict | None:

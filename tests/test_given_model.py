@@ -136,13 +136,31 @@ def _custom_layer(path):
         h5.attrs["model_config"] = json.dumps(config)
 
 
-def _keras3(path):
+def keras3_cnn(classes: int = 10):
+    """A model written with Keras 3 itself (not tf_keras): branches joined by concatenation
+    and addition, batch norm, a softmax head."""
+    import keras as keras3
+
+    layers = keras3.layers
+    keras3.utils.set_random_seed(0)
+    inputs = keras3.Input((32, 32, 3), name="photo")
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(x)))
+    x = layers.Concatenate()([layers.Conv2D(4, 1)(x), layers.Conv2D(4, 3, padding="same")(x)])
+    x = layers.Add()([x, layers.Conv2D(8, 1)(x)])
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras3.Model(inputs, layers.Dense(classes, activation="softmax", name="scores")(x))
+
+
+def _keras3_foreign_module(path):
     import zipfile
 
-    small_cnn().save(path)  # tf_keras's .keras zip, its metadata then said to be Keras 3's
+    keras3_cnn().save(path)
     with zipfile.ZipFile(path) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
-    files["metadata.json"] = json.dumps({"keras_version": "3.13.0"}).encode()
+    config = json.loads(files["config.json"])
+    config["config"]["layers"][2]["module"] = "os"
+    files["config.json"] = json.dumps(config).encode()
     with zipfile.ZipFile(path, "w") as archive:
         for name, content in files.items():
             archive.writestr(name, content)
@@ -163,7 +181,8 @@ BAD_MODELS = [
     ("lambda", "code.h5", _lambda, "layer 'code' is a Lambda layer"),
     ("lambda in a savedmodel", "code_folder", _lambda, "layer 'code' is a Lambda layer"),
     ("custom layer", "fancy.h5", _custom_layer, "custom layer (MyFancyConv)"),
-    ("keras 3", "k3.keras", _keras3, "a Keras 3 .keras file"),
+    ("keras 3 naming another module", "k3.keras", _keras3_foreign_module,
+     "names a class from module 'os'"),
     ("size disagrees", "cnn.h5", lambda p: small_cnn().save(p),
      "--image-size 64 disagrees with the model's fixed input 32x32"),
     ("new head without epochs", "five.h5", lambda p: small_cnn(classes=5).save(p),
@@ -184,6 +203,23 @@ def test_a_bad_model_is_one_line_and_runs_nothing(case, image_folder, tmp_path):
     assert len(errors) == 1 and needle in errors[0], result.output
     assert not path.with_suffix(".ran").exists()
     assert not (tmp_path / "out" / "trained.h5").exists()
+
+
+def test_a_keras3_file_is_rebuilt_in_tf_keras_with_the_same_scores(image_folder, tmp_path):
+    original = keras3_cnn()
+    path = tmp_path / "k3.keras"
+    original.save(path)
+    result = run("train", "--model", path, "--epochs", 0, "--data", image_folder,
+                 "--artifacts", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    images = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    rebuilt = keras().models.load_model(tmp_path / "out" / "trained.h5", compile=False)
+    assert [layer.name for layer in rebuilt.layers] == [layer.name for layer in
+                                                        original.layers]
+    np.testing.assert_allclose(rebuilt.predict(images, verbose=0),
+                               np.asarray(original(images)), atol=1e-5)
+    assert train_json(tmp_path / "out")["given_model"]["sha256"] == \
+        given_model.fingerprint(str(path))
 
 
 def test_head_is_found_behind_pooling_and_softmax():
