@@ -108,6 +108,9 @@ GateRuntimesOpt = Annotated[str, typer.Option(
     help="all: gate each file in every runtime that ran it; native: in its own runtime only.")]
 MicroImagesOpt = Annotated[int, typer.Option(
     help="Test images (class-balanced) TFLite Micro runs; 0 = all.")]
+TrustOpt = Annotated[bool, typer.Option(
+    help="Let Keras model files load and run their Lambda layers (Python code stored in the "
+         "file); only for files from a source you trust.")]
 
 
 @app.callback()
@@ -123,10 +126,13 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def run_stage(action) -> None:
+def run_stage(action, trust_model_code: bool = False) -> None:
     """Run a stage; expected failures become one line on stderr and their exit code."""
+    from edgefire import models
+
     try:
-        action()
+        with models.trusting_code(trust_model_code):
+            action()
     except EdgefireError as exc:
         typer.echo(f"edgefire: error: {one_line(exc)}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -164,6 +170,7 @@ def train(
     limit: Annotated[int | None, typer.Option(
         help="Train on a class-balanced subset of N images (smoke runs).")] = None,
     distribute: DistributeOpt = "auto",
+    trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
 ) -> None:
     """Train the model and write it, its history, curves and metadata to the artifacts folder."""
@@ -185,7 +192,7 @@ def train(
                    f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
                    f"({meta['images_per_second']:.0f} images/s) -> {artifacts / layout.TRAINED}")
 
-    run_stage(action)
+    run_stage(action, trust_model_code)
 
 
 @app.command()
@@ -204,6 +211,7 @@ def prune(
         help="Comma-separated layers left dense ('' prunes every convolution).")]
     = ",".join(P.keep_dense),
     distribute: DistributeOpt = "auto",
+    trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
 ) -> None:
@@ -224,7 +232,7 @@ def prune(
                    f"layers: validation accuracy {result['val_accuracy_before']:.4f} -> "
                    f"{result['val_accuracy_after']:.4f} -> {artifacts / layout.PRUNED}")
 
-    run_stage(action)
+    run_stage(action, trust_model_code)
 
 
 @app.command()
@@ -244,6 +252,7 @@ def quantize(
         help="int8: largest top-1 drop (points) on the validation split before the "
              "fallback tries again.")] = Q.max_drop,
     fallback: FallbackOpt = Q.fallback,
+    trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
 ) -> None:
@@ -267,12 +276,13 @@ def quantize(
 
             typer.echo(report.fallback_summary(result["fallback"]))
 
-    run_stage(action)
+    run_stage(action, trust_model_code)
 
 
 @app.command()
 def export(
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = E.opset,
+    trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
 ) -> None:
@@ -285,7 +295,7 @@ def export(
         for name in result["deployables"]:
             typer.echo(f"{(artifacts / name).stat().st_size:>9,} B  {artifacts / name}")
 
-    run_stage(action)
+    run_stage(action, trust_model_code)
 
 
 @app.command()
@@ -298,6 +308,7 @@ def verify(
         help="Optional floor on top-1 accuracy (0-1).")] = None,
     gate_runtimes: GateRuntimesOpt = V.gate_runtimes,
     micro_images: MicroImagesOpt = V.micro_images,
+    trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
 ) -> None:
@@ -312,7 +323,7 @@ def verify(
                                        micro_images=micro_images)
         show_report(lambda: stage.run(config, artifacts, data), artifacts, "all gates passed")
 
-    run_stage(action)
+    run_stage(action, trust_model_code)
 
 
 # build's flags -> (config section, field); only flags given on the command line override a
@@ -404,6 +415,7 @@ def build(
     config: Annotated[Path | None, typer.Option(
         help="TOML file with [train], [prune], [quantize], [export], [verify] sections of "
              "config fields; flags override it.")] = None,
+    trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
 ) -> None:
     """Train, prune, quantize, export and verify; skip stages that are up to date."""
@@ -416,7 +428,7 @@ def build(
                                       distribute=distribute, echo=typer.echo, **flags),
                     artifacts, "build passed")
 
-    run_stage(action)
+    run_stage(action, trust_model_code)
 
 
 @app.command()
@@ -452,9 +464,7 @@ def predict(
     runtime: Annotated[str | None, typer.Option(
         help="Run the model in litert, onnxruntime, tf_keras, openvino or tflite-micro "
              "[default: the file's own].")] = None,
-    trust_model_code: Annotated[bool, typer.Option(
-        help="Let a Keras model's Lambda layers (Python code stored in the file) load and "
-             "run; only for files from a source you trust.")] = False,
+    trust_model_code: TrustOpt = False,
 ) -> None:
     """Classify images of any size with a built model (FILE, LABEL, SCORE per line)."""
 

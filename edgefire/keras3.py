@@ -39,13 +39,15 @@ def is_keras3(path: Path) -> bool:
 
 def load(path: Path):
     """The tf_keras model equal to the Keras 3 model in `path`; one line for anything else."""
-    models.refuse_stored_code(path)
+    if not models.code_trusted():
+        models.refuse_stored_code(path)
     refuse_foreign_modules(path)
     with tfenv.quiet():
         import keras as keras3
 
         try:
-            original = keras3.saving.load_model(path, compile=False, safe_mode=True)
+            original = keras3.saving.load_model(path, compile=False,
+                                                 safe_mode=not models.code_trusted())
         except Exception as exc:  # Keras raises many types for a bad file
             raise EdgefireError(f"{path}: not a readable Keras 3 model "
                                 f"({type(exc).__name__}: {exc})") from None
@@ -135,6 +137,9 @@ def _layer(layer, path: Path):
     """A tf_keras layer of the same class and config; a key tf_keras does not take is left
     out when it is unset, and refused (one line) when it is set."""
     keras2 = tfenv.keras()
+    if layer.__class__.__name__ == "Lambda":
+        raise EdgefireError(f"{path}: layer {layer.name!r} is a Keras 3 Lambda layer, which "
+                            "tf_keras cannot rebuild; save the model with tf_keras")
     if not hasattr(keras2.layers, layer.__class__.__name__):
         raise EdgefireError(f"{path}: layer {layer.name!r} ({layer.__class__.__name__}) has "
                             "no tf_keras counterpart; save the model with tf_keras")

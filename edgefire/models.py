@@ -10,6 +10,8 @@ the layers of `batch_norm=False`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from pathlib import Path
 
@@ -237,13 +239,32 @@ def save_model(model, path: Path) -> None:
         model.save(tmp, include_optimizer=False)
 
 
-def load_model(path: Path, trust_code: bool = False):
+_TRUSTED = contextvars.ContextVar("trust_model_code", default=False)
+
+
+@contextlib.contextmanager
+def trusting_code(trust: bool = True):
+    """Within this block, model files may load their stored code (`--trust-model-code`)."""
+    token = _TRUSTED.set(trust)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def code_trusted() -> bool:
+    return _TRUSTED.get()
+
+
+def load_model(path: Path, trust_code: bool | None = None):
     """Load a Keras model file, answering a corrupt or non-model file with one line.
 
-    A model file is untrusted input: unless `trust_code`, its stored config is read first
-    (JSON, never executed) and a layer that carries Python code (`Lambda`) or a class Keras
-    does not know is refused before Keras deserializes anything.
+    A model file is untrusted input: unless `trust_code` (by default: inside `trusting_code`),
+    its stored config is read first (JSON, never executed) and a layer that carries Python
+    code (`Lambda`) or a class Keras does not know is refused before Keras deserializes
+    anything.
     """
+    trust_code = code_trusted() if trust_code is None else trust_code
     if not trust_code:
         refuse_stored_code(path)
     try:
@@ -322,8 +343,7 @@ def refuse_stored_code(path: Path) -> None:
         if class_name in CODE_LAYERS:
             raise EdgefireError(
                 f"{path}: layer {name!r} is a {class_name} layer, Python code stored in the "
-                "model file; not run (builds never run it; predict --trust-model-code does, "
-                "for a file you trust)")
+                "model file; not run (--trust-model-code runs it, for a file you trust)")
         if class_name not in KNOWN_CLASSES and not hasattr(keras().layers, class_name):
             raise EdgefireError(
                 f"{path}: layer {name!r} is a custom layer ({class_name}) that Keras does not "

@@ -182,7 +182,7 @@ class OpenVinoRunner:
 
 class KerasRunner:
     def __init__(self, path: Path, threads: int | None, contract: InputContract,
-                 trust_code: bool = False):
+                 trust_code: bool | None = None):
         from edgefire.models import load_model
 
         self.model, self.contract = load_model(path, trust_code), contract
