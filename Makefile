@@ -15,7 +15,8 @@ VARIANTS_DIR := $(ARTIFACTS)/variants
 MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
-.PHONY: install test test-fast train all ablation bench-train bench-data bench-datasets clean
+.PHONY: install test test-fast train all ablation bench-train bench-data bench-datasets \
+  bench-byom clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +68,11 @@ bench-datasets: install
 	$(BIN)/python -m edgefire.bench_datasets --cifar $(CIFAR_JPEG) --work .bench \
 	  --out $(ARTIFACTS)/bench-datasets.json
 
+# Keras 3 models trained elsewhere (plain fit), built as they are and fine-tuned
+bench-byom: install
+	$(BIN)/python -m edgefire.bench_byom --data $(CIFAR_JPEG) --work .bench-byom \
+	  --out $(ARTIFACTS)/bench-byom.json
+
 clean:
-	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info .bench
+	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info .bench .bench-byom
 	find $(ARTIFACTS) -mindepth 1 -name '.*tmp*' -delete 2>/dev/null || true

@@ -31,7 +31,8 @@ SECTIONS = {"train": TrainConfig, "prune": PruneConfig, "quantize": QuantizeConf
             "export": ExportConfig, "verify": VerifyConfig}
 # the Python types a TOML value may have for a field of each annotation (bool is not an int)
 TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
-         "tuple[str, ...]": (list, tuple), "tuple[float, ...]": (list, tuple, int, float)}
+         "tuple[str, ...]": (list, tuple),
+         "tuple[float, ...]": (list, tuple, int, float, str)}  # str: "127.5" or "1,2,3"
 
 
 def read_settings(path: Path) -> dict[str, dict]:

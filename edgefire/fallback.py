@@ -19,6 +19,7 @@ import numpy as np
 
 from edgefire import runtimes
 from edgefire.contract import InputContract
+from edgefire.errors import ToolFailed
 
 Retry = tuple[str, Callable[[], tuple[bytes, list[str]]]]  # what it tries, how: bytes, floats
 
@@ -48,16 +49,21 @@ def within_budget(first: bytes, float_accuracy: float, max_drop: float,
         files.append(tflite)
         return drop <= max_drop
 
-    done = attempt("post-training int8", first, [])
+    done, skipped = attempt("post-training int8", first, []), []
     for name, make in retries:
         if done:
             break
-        tflite, float_layers = make()
+        try:
+            tflite, float_layers = make()
+        except ToolFailed as exc:  # e.g. tfmot cannot quantization-aware train this model
+            skipped.append({"attempt": name, "why": str(exc)})
+            continue
         done = attempt(name, tflite, float_layers)
     best = len(attempts) - 1 if done else int(np.argmin([a["val_drop"] for a in attempts]))
     chosen = attempts[best]
     return files[best], {
         "max_drop": max_drop, "float_val_accuracy": float_accuracy, "attempts": attempts,
+        "skipped": skipped,
         "chosen": chosen["attempt"], "within_budget": chosen["val_drop"] <= max_drop,
         "float_layers": chosen["float_layers"], "full_integer": not chosen["float_layers"]}
 

@@ -83,7 +83,7 @@ def to_tf_keras(model, path: Path):
         inputs = keras2.Input(model.inputs[0].shape[1:], name=model.inputs[0].name)
         outputs = inputs
         for layer in model.layers:
-            outputs = _remake(layer, path)(outputs)
+            outputs = _call(_remake(layer, path), layer, path, outputs)
         return keras2.Model(inputs, outputs, name=model.name)
     return _functional(model, path)
 
@@ -105,7 +105,7 @@ def _functional(model, path: Path):
                                              node.arguments.args)
             kwargs = keras3.tree.map_structure(lambda t: tensors.get(id(t), t),
                                                node.arguments.kwargs)
-            result = made(*args, **kwargs)
+            result = _call(made, operation, path, *args, **kwargs)
             made_outputs = keras3.tree.flatten(result)
             for old, new in zip(keras3.tree.flatten(node.outputs), made_outputs, strict=True):
                 tensors[id(old)] = new
@@ -115,22 +115,22 @@ def _functional(model, path: Path):
 
 
 def _remake(operation, path: Path):
-    """The tf_keras counterpart of a Keras 3 layer (weights copied once it is built) or of a
-    model nested in the model."""
+    """The tf_keras counterpart of a Keras 3 layer (unbuilt: see `_call`) or of a model
+    nested in the model (its weights copied)."""
     import keras as keras3
 
     if isinstance(operation, keras3.Model):
         return to_tf_keras(operation, path)
-    made = _layer(operation, path)
-    made.build(_shapes(operation.input))
-    _copy_weights(operation, made, path)
-    return made
+    return _layer(operation, path)
 
 
-def _shapes(tensors):
-    import keras as keras3
-
-    return keras3.tree.map_structure(lambda t: tuple(t.shape), tensors)
+def _call(made, operation, path: Path, *args, **kwargs):
+    """`made` called on tf_keras tensors (which builds it, its weights named in its scope),
+    then given the Keras 3 layer's weights."""
+    result = made(*args, **kwargs)
+    if not isinstance(made, tfenv.keras().Model):  # a nested model has its weights already
+        _copy_weights(operation, made, path)
+    return result
 
 
 def _layer(layer, path: Path):

@@ -113,6 +113,25 @@ class KeepZeros:
         return Callback()
 
 
+def annotated_for_qat(model):
+    """The model with every layer tfmot can fake-quantize marked for it. The others (a given
+    model's Rescaling or Normalization) train in float and are calibrated at conversion;
+    batch normalization is marked too: tfmot folds it into the convolution before it."""
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
+
+    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+    def annotate(layer):
+        if registry.supports(layer) or isinstance(layer, keras().layers.BatchNormalization):
+            return tfmot.quantization.keras.quantize_annotate_layer(layer)
+        return layer
+
+    return keras().models.clone_model(model, clone_function=annotate)
+
+
 def quantization_aware(model, config: QuantizeConfig, splits: data.Splits, folder: Path,
                        seed: int, label_smoothing: float, pruned: bool,
                        contract: InputContract):
@@ -120,13 +139,17 @@ def quantization_aware(model, config: QuantizeConfig, splits: data.Splits, folde
     import tensorflow_model_optimization as tfmot
 
     seed_everything(seed)
-    annotated = tfmot.quantization.keras.quantize_annotate_model(model)
-    with tfmot.quantization.keras.quantize_scope():
-        if pruned:
-            scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
-            qat = tfmot.quantization.keras.quantize_apply(annotated, scheme)
-        else:
-            qat = tfmot.quantization.keras.quantize_apply(annotated)
+    annotated = annotated_for_qat(model)
+    try:
+        with tfmot.quantization.keras.quantize_scope():
+            if pruned:
+                scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+                qat = tfmot.quantization.keras.quantize_apply(annotated, scheme)
+            else:
+                qat = tfmot.quantization.keras.quantize_apply(annotated)
+    except (RuntimeError, ValueError) as exc:  # tfmot's refusal of a layer or a pattern
+        raise ToolFailed(f"quantization-aware training: tfmot cannot quantize the model "
+                         f"({str(exc).splitlines()[0][:200]})") from None
     steps = math.ceil(len(splits.y_train) / config.batch_size)
 
     def compile_at(scale: float) -> None:

@@ -110,10 +110,12 @@ def fallback_summary(record: dict) -> str:
     integer = ("full-integer" if record["full_integer"] else
                f"no longer full-integer: {', '.join(record['float_layers'])} in float")
     budget = "within" if record["within_budget"] else "still over"
+    skipped = "".join(f"; skipped {s['attempt']}: {s['why']}"
+                      for s in record.get("skipped", []))
     return (f"int8 dropped {first['val_drop']:.2f} points on validation, over the "
             f"{record['max_drop']:.2f} allowed; after {len(record['attempts']) - 1} more "
             f"attempt(s) kept '{chosen}' ({kept['val_drop']:.2f} points, {budget} budget, "
-            f"{integer})")
+            f"{integer}){skipped}")
 
 
 def fallback_lines(record: dict) -> list[str]:

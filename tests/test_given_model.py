@@ -215,7 +215,7 @@ def test_a_keras3_file_is_rebuilt_in_tf_keras_and_builds_as_it_is(image_folder, 
                  "--prune-epochs", 1, "--micro-images", 20, "--max-drop", 5,
                  "--data", image_folder, "--artifacts", tmp_path / "out")
     assert result.exit_code == 0, result.output
-    assert "raw pixels 0-255 (the model rescales itself: layer 'rescaling')" in result.output
+    assert "raw pixels 0-255 (the model rescales itself: layer 'rescaling" in result.output
     images = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     rebuilt = keras().models.load_model(tmp_path / "out" / "trained.h5", compile=False)
     assert [layer.name for layer in rebuilt.layers] == [layer.name for layer in
@@ -353,3 +353,12 @@ def test_the_new_head_trains_alone_first_with_the_body_frozen(cnn_file, three_cl
                       zip(weights, given.model.get_layer(name).get_weights(), strict=True))}
     assert changed == {"logits_new"}
     assert all(layer.trainable for layer in given.model.layers)  # every layer trains next
+
+
+def test_build_takes_mean_and_std_as_train_does(image_folder, tmp_path):
+    """build's --mean/--std reach the config as the text the user typed (once refused as
+    'must be tuple[float, ...]'); the next check, the missing file, is what answers."""
+    result = run("build", "--model", tmp_path / "nowhere.h5", "--mean", "127.5", "--std",
+                 "127.5,127.5,127.5", "--data", image_folder, "--artifacts", tmp_path / "out")
+    assert result.exit_code == 2 and "nowhere.h5: model file not found" in result.output, \
+        result.output
