@@ -148,7 +148,12 @@ def _stats(path: Path) -> list[str]:
     """Name relative to the source, size and modification time of each entry."""
     parts = []
     for entry in _entries(path):
-        stat = entry.stat()
+        try:
+            stat = entry.stat()
+        except OSError as exc:
+            reason = ("a broken symbolic link (its target is missing, or it loops)"
+                      if entry.is_symlink() else f"cannot be read ({exc.strerror})")
+            raise EdgefireError(f"{entry}: {reason}") from None
         name = entry.relative_to(path).as_posix() if entry != path else ""
         parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
     return parts
@@ -157,7 +162,12 @@ def _stats(path: Path) -> list[str]:
 def _fingerprint(path: Path, size: int) -> str:
     """The cache key: the source's path and input size, and its files' sizes and times."""
     parts = [CACHE_VERSION, str(path.resolve()), str(size), *_stats(path)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return _digest(parts)
+
+
+def _digest(parts: list[str]) -> str:
+    """sha256 of the names and stats; a file name that is not UTF-8 counts by its bytes."""
+    return hashlib.sha256("|".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def source_fingerprint(source: str) -> str:
@@ -171,7 +181,7 @@ def source_fingerprint(source: str) -> str:
         parts = _stats(path)
     except OSError as exc:
         raise EdgefireError(f"{path}: cannot read the data source ({exc.strerror})") from None
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return _digest(parts)
 
 
 def _cached(path: Path, size: int, loader) -> Dataset:
@@ -347,11 +357,22 @@ def _class_folders(split: Path) -> list[str]:
     if not classes:
         raise EdgefireError(f"{split}: folder is empty (expected one sub-folder per class)")
     for name in classes:
+        if not name.isascii() and not _utf8(name):
+            raise EdgefireError(f"{str(split / name)!r}: class folder name is not UTF-8, which "
+                                "labels.txt and the TFLite metadata are: rename the folder")
         if any(not ch.isprintable() for ch in name):
-            raise EdgefireError(f"{split / name!r}: class name has a newline or control "
+            raise EdgefireError(f"{str(split / name)!r}: class name has a newline or control "
                                 "character, so it cannot be one line of labels.txt: rename "
                                 "the folder")
     return classes
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file system could not decode (surrogate escapes)
+        return False
+    return True
 
 
 def read_image(file: Path, size: int) -> np.ndarray:

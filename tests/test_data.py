@@ -194,3 +194,39 @@ def test_a_cifar_batch_that_does_not_add_up_is_one_line(cifar_folder, tmp_path, 
     _rewrite(folder, name, change)
     with pytest.raises(EdgefireError, match=needle):
         data.load(str(folder))
+
+
+def _loop(path):
+    path.symlink_to(path.name)
+
+
+def _dangling(path):
+    path.symlink_to(path.parent / "gone.png")
+
+
+@pytest.mark.parametrize("make", [_loop, _dangling], ids=["symlink loop", "dangling symlink"])
+def test_a_broken_symlink_in_a_class_folder_is_one_line(image_folder, tmp_path, make):
+    import shutil
+
+    folder = shutil.copytree(image_folder, tmp_path / "photos")
+    make(folder / "train" / "cat" / "link.png")
+    with pytest.raises(EdgefireError, match=r"link.png: a broken symbolic link"):
+        data.load(str(folder))
+
+
+def test_file_names_that_are_not_utf8_are_read_and_class_names_are_refused(image_folder,
+                                                                          tmp_path):
+    import os
+    import shutil
+
+    folder = shutil.copytree(image_folder, tmp_path / "photos")
+    cat = folder / "train" / "cat"
+    first = sorted(cat.iterdir())[0]
+    shutil.copy(os.fsencode(first), os.path.join(os.fsencode(cat), b"caf\xe9.png"))
+    assert data.source_fingerprint(str(folder))
+    assert len(data.load(str(folder)).y_train) == len(data.load(str(image_folder)).y_train) + 1
+    for split in ("train", "test"):
+        shutil.copytree(os.fsencode(folder / split / "cat"),
+                        os.path.join(os.fsencode(folder / split), b"d\xe9g"))
+    with pytest.raises(EdgefireError, match="class folder name is not UTF-8"):
+        data.load(str(folder))
