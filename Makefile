@@ -16,7 +16,7 @@ MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
 .PHONY: install test test-fast train all ablation bench-train bench-data bench-datasets \
-  bench-byom clean
+  bench-byom bench-channels clean
 
 install: $(VENV)/.installed
 
@@ -73,6 +73,12 @@ bench-byom: install
 	$(BIN)/python -m edgefire.bench_byom --data $(CIFAR_JPEG) --work .bench-byom \
 	  --out $(ARTIFACTS)/bench-byom.json
 
+# channel pruning's trade-off from the trained model of a build in TRAINED (`make all` first)
+TRAINED ?= $(ARTIFACTS)
+bench-channels: install
+	$(BIN)/python -m edgefire.bench_channels --trained $(TRAINED) --work .bench-channels \
+	  --out $(ARTIFACTS)/bench-channels.json
+
 clean:
-	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info .bench .bench-byom
+	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info .bench .bench-byom .bench-channels
 	find $(ARTIFACTS) -mindepth 1 -name '.*tmp*' -delete 2>/dev/null || true

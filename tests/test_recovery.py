@@ -75,12 +75,15 @@ def test_qat_that_keeps_diverging_names_the_qat_learning_rate(trained_folder, co
 
 
 @pytest.mark.slow
-def test_build_hands_its_fine_tuning_rates_to_prune_and_qat(image_folder, tmp_path):
+def test_build_hands_its_fine_tuning_rates_to_prune_and_qat(image_folder, trained_folder,
+                                                            copy_of):
+    tmp_path = copy_of(trained_folder)  # trained with TINY_TRAIN: the build starts at prune
     result = CliRunner().invoke(app, [
         "build", "--quantize", "int8", *TINY_TRAIN, "--prune-epochs", "1", "--data",
         str(image_folder), "--prune-learning-rate", "0.02", "--qat", "--qat-learning-rate",
-        "0.0002", "--artifacts", str(tmp_path)])
+        "0.0002", "--micro-images", "20", "--artifacts", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert "= train: up to date" in result.output
     assert json.loads((tmp_path / "prune.json").read_text())["config"]["learning_rate"] == 0.02
     quantized = json.loads((tmp_path / "quantize.json").read_text())
     assert quantized["config"]["qat_learning_rate"] == 0.0002

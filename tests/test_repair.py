@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,44 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+# the first stage a build reruns for each damage
+FIRST_RERUN = {"labels.txt deleted": "export", "int8 tflite truncated": "quantize",
+               "int8 onnx byte flipped": "export", "float onnx deleted": "export",
+               "trained.h5 truncated": "train", "pruned.h5 byte flipped": "prune",
+               "report.json edited": "verify", "report.png deleted": "verify",
+               "quantize.json deleted": "quantize"}
+# one damage per kind of rerun goes through a whole rebuild (each one takes a build)
+REBUILT = ("pruned.h5 byte flipped", "labels.txt deleted", "report.json edited")
+
+
+def first_stale(folder: Path, image_folder: Path) -> str | None:
+    """The first stage `build` (with conftest's BUILD flags) would run again in `folder`."""
+    from edgefire import api, pipeline
+    from edgefire.errors import EdgefireError
+
+    settings = {"train": {"data": str(image_folder), "epochs": 3, "batch_size": 32,
+                          "seed": 1, "learning_rate": 0.05},
+                "prune": {"epochs": 1}, "quantize": {"mode": "int8"}}
+    for stage in pipeline.stages(api.plan(settings)):
+        try:
+            if not artifacts.stage_is_current(folder, stage.name, stage.inputs(folder),
+                                              stage.config):
+                return stage.name
+        except EdgefireError:  # an input of this stage is damaged: its maker reruns first
+            return stage.name
+    return None
+
+
+def test_every_damaged_file_reruns_the_stage_that_made_it(built, image_folder, copy_of):
+    assert first_stale(built, image_folder) is None
+    for damage, (name, harm) in DAMAGE.items():
+        folder = copy_of(built)
+        harm(folder / name)
+        assert first_stale(folder, image_folder) == FIRST_RERUN[damage], damage
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("damage", REBUILT)
 def test_build_repairs_a_damaged_file_and_makes_the_same_bytes(damage, built, image_folder,
                                                                copy_of):
     folder = copy_of(built)
