@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, layout, metadata, models, runtimes
+from edgefire import artifacts, data, formats, layout, metadata, models, runtimes
 from edgefire import quantize as quantizing
 from edgefire.config import ExportConfig, as_dict
 from edgefire.contract import InputContract, of_build
@@ -169,7 +169,7 @@ def validation_accuracy(path: Path, x_val: np.ndarray, y_val: np.ndarray,
                         contract: InputContract) -> dict[str, float | str]:
     """Top-1 in each installed runtime that takes the file's format, or why it cannot run."""
     result = {}
-    for runtime in runtimes.runtimes_for(runtimes.format_of(path)):
+    for runtime in runtimes.runtimes_for(formats.of(path).name):
         if not runtime.installed():
             continue
         try:
@@ -178,19 +178,6 @@ def validation_accuracy(path: Path, x_val: np.ndarray, y_val: np.ndarray,
         except EdgefireError as exc:
             result[runtime.name] = str(exc)
     return result
-
-
-def io_names(name: str, content: bytes) -> dict:
-    """Input and output tensor names of an artifact's bytes, for the manifest."""
-    if name.endswith(".onnx"):
-        import onnx
-
-        graph = onnx.load_from_string(content).graph
-        return {"input_names": [v.name for v in graph.input],
-                "output_names": [v.name for v in graph.output]}
-    details = quantizing.tensor_details(content)
-    return {"input_names": [details["input"]["name"]],
-            "output_names": [details["output"]["name"]]}
 
 
 class Sources:
@@ -270,9 +257,10 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
     quantized = sources.quantized_path
     deployables = {quantized.name: {"format": "tflite",
                                     "precision": sources.quantized["precision"],
-                                    **io_names(quantized.name, quantized.read_bytes())}}
+                                    **formats.of(quantized).io_names(quantized.read_bytes())}}
     deployables.update({name: {"format": row.file_format, "precision": row.precision,
-                               **io_names(name, content[name])} for name, row in made.items()})
+                               **formats.FORMATS[row.file_format].io_names(content[name])}
+                        for name, row in made.items()})
     result = {"stage": "export", "config": as_dict(config), "source": sources.model_path.name,
               "deployables": deployables, "labels": layout.LABELS,
               "int8_onnx": sources.notes.get("int8_onnx")}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, layout, runtimes
+from edgefire import artifacts, data, formats, layout, runtimes
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
 
@@ -35,7 +35,7 @@ def labels_of(model: Path, folder: Path, own: bool) -> list[str]:
     if own:
         path = artifacts.artifact_path(folder, layout.LABELS, "predict")
         return read_labels(path.read_bytes(), path)
-    if model.suffix == ".tflite" and zipfile.is_zipfile(model):
+    if model.suffix in formats.FORMATS["tflite"].suffixes and zipfile.is_zipfile(model):
         with zipfile.ZipFile(model) as packed:
             if layout.LABELS in packed.namelist():
                 return read_labels(packed.read(layout.LABELS), model)

@@ -1,6 +1,6 @@
 """The runtime matrix: every artifact run in each installed runtime that takes its format.
 
-The native runtime (`runtimes.NATIVE`) measures a file on the whole test split; the others
+The native runtime (`formats.FORMATS`' `native`) measures a file on the whole test split; the others
 (OpenVINO, TFLite Micro) run the same file on the same images, or TFLite Micro, one image per
 invoke on its reference kernels, on a class-balanced subset. Each entry is judged against the
 float reference on the very images it ran: accuracy, drop (with its paired 95% interval),
@@ -19,8 +19,6 @@ import numpy as np
 from edgefire import data, runtimes, stats
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
-
-SUBSET_RUNTIMES = ("tflite-micro",)  # slow enough to run on a subset (--micro-images)
 
 
 def time_latency(path: Path, images: np.ndarray, runs: int, contract: InputContract,
@@ -94,7 +92,7 @@ def matrix(path: Path, row: dict, predicted: np.ndarray, reference_predicted: np
                            "agreement": 1.0, "error": None}}
     subset = balanced_subset(y, micro_images)
     for runtime in others:
-        chosen = subset if runtime.name in SUBSET_RUNTIMES else np.arange(len(y))
+        chosen = subset if runtime.subset else np.arange(len(y))
         cells[runtime.name] = entry(path, runtime, x[chosen], y[chosen], predicted[chosen],
                                     reference_correct[chosen], contract, latency_runs)
     return cells

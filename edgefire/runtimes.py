@@ -18,20 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefire import formats
 from edgefire.checks import choice
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.micro import MicroRunner
-
-FORMATS = {".h5": "keras", ".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
-
-
-def format_of(path: Path) -> str:
-    try:
-        return FORMATS[path.suffix]
-    except KeyError:
-        raise EdgefireError(f"{path}: unknown model format (expected "
-                            f"{', '.join(FORMATS)})") from None
 
 
 def quantize_input(pixels: np.ndarray, contract: InputContract, dtype, scale: float,
@@ -161,7 +152,7 @@ class OpenVinoRunner:
         import openvino as ov
 
         self.contract = contract
-        self.io = tflite_io(path) if format_of(path) == "tflite" else None
+        self.io = tflite_io(path) if formats.of(path).name == "tflite" else None
         try:
             core = ov.Core()
             config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
@@ -202,6 +193,7 @@ class Runtime:
     runner: Callable
     module: str
     extra: str | None = None  # None: a dependency of edgefire itself
+    subset: bool = False  # slow enough to run on a subset of the test split (--micro-images)
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
@@ -216,14 +208,13 @@ RUNTIMES = {runtime.name: runtime for runtime in (
     Runtime("litert", ("tflite",), TFLiteRunner, "ai_edge_litert"),
     Runtime("onnxruntime", ("onnx",), OnnxRunner, "onnxruntime"),
     Runtime("openvino", ("tflite", "onnx"), OpenVinoRunner, "openvino", "openvino"),
-    Runtime("tflite-micro", ("tflite",), MicroRunner, "tflite_micro", "micro"),
+    Runtime("tflite-micro", ("tflite",), MicroRunner, "tflite_micro", "micro", subset=True),
 )}
-NATIVE = {"keras": "tf_keras", "tflite": "litert", "onnx": "onnxruntime"}
 
 
 def runtimes_for(file_format: str) -> list[Runtime]:
     """Every runtime that takes the format, its native one first."""
-    native = RUNTIMES[NATIVE[file_format]]
+    native = RUNTIMES[formats.FORMATS[file_format].native]
     return [native, *(r for r in RUNTIMES.values()
                       if file_format in r.formats and r is not native)]
 
@@ -240,8 +231,8 @@ def open_model(path: Path, threads: int | None = None,
         raise EdgefireError(f"{path}: model file is empty")
     if runtime is not None:
         choice(runtime, tuple(RUNTIMES), "--runtime")
-    file_format = format_of(path)
-    chosen = RUNTIMES[runtime or NATIVE[file_format]]
+    file_format = formats.of(path).name
+    chosen = RUNTIMES[runtime or formats.FORMATS[file_format].native]
     if file_format not in chosen.formats:
         raise EdgefireError(f"{path}: {chosen.name} does not run {file_format} files (it runs "
                             f"{', '.join(chosen.formats)})")

@@ -21,6 +21,7 @@ from edgefire import (
     __version__,
     artifacts,
     data,
+    formats,
     layout,
     quant_error,
     report,
@@ -44,17 +45,20 @@ def network_size(reference: Path) -> dict:
 
 def weight_sparsity(path: Path, runner) -> float | None:
     """Fraction of zeros over the convolution kernels stored in the file."""
-    if isinstance(runner, runtimes.TFLiteRunner):
+    file_format = formats.of(path).name
+    if file_format == "tflite":
         zeros, total = tflite_kernel_zeros(runner.interpreter)
         return zeros / total if total else None
-    if isinstance(runner, runtimes.KerasRunner):
+    if file_format == "keras":
         kernels = [w for w in runner.model.get_weights() if w.ndim == 4]
-    else:
+    elif file_format == "onnx":
         import onnx
         from onnx import numpy_helper
 
         kernels = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
                    if len(t.dims) == 4]
+    else:
+        return None
     total = sum(k.size for k in kernels)
     return float(sum(int(np.sum(k == 0)) for k in kernels) / total) if total else None
 
@@ -103,7 +107,7 @@ def measure(path: Path, precision: str, x_test: np.ndarray, y_test: np.ndarray,
     predicted = runtimes.predict(runner, x_test)
     raw = path.read_bytes()
     return {
-        "name": path.name, "path": path.name, "format": runtimes.format_of(path),
+        "name": path.name, "path": path.name, "format": formats.of(path).name,
         "precision": precision, "bytes": len(raw),
         "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0)),
         "sha256": artifacts.sha256(path), "under_target": len(raw) <= config.max_bytes,
