@@ -34,3 +34,12 @@ class ToolFailed(EdgefireError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so it unwinds like Ctrl-C."""
+
+
+def first_line(exc: Exception) -> str:
+    """The first line of an error that says something: OpenVINO prefixes its own with lines
+    naming where in its sources it was raised ("Exception from src/...", "Check '...'")."""
+    text = [line.strip() for line in str(exc).splitlines() if line.strip()
+            and not line.startswith(("Exception from ", "Check '"))]
+    return text[0][:200] if text else type(exc).__name__
+

@@ -18,66 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import formats
+from edgefire import formats, litert
 from edgefire.checks import choice
 from edgefire.contract import InputContract
-from edgefire.errors import EdgefireError
+from edgefire.errors import EdgefireError, first_line
 from edgefire.micro import MicroRunner
-
-
-def quantize_input(pixels: np.ndarray, contract: InputContract, dtype, scale: float,
-                   zero_point: int) -> np.ndarray:
-    """Model input for uint8 pixels: normalized, quantized with the model's own parameters."""
-    x = contract.normalize(pixels)
-    if not np.issubdtype(dtype, np.integer):
-        return x.astype(dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-@dataclass(frozen=True)
-class TFLiteIO:
-    """A `.tflite`'s input and output tensors: how pixels become its input, and its output
-    scores (dequantized when integer)."""
-
-    dtype: type
-    input_size: int
-    input_quantization: tuple[float, int]
-    output_quantization: tuple[float, int]
-
-    def prepare(self, pixels: np.ndarray, contract: InputContract) -> np.ndarray:
-        return quantize_input(pixels, contract, self.dtype, *self.input_quantization)
-
-    def dequantize(self, scores: np.ndarray) -> np.ndarray:
-        scale, zero_point = self.output_quantization
-        if np.issubdtype(scores.dtype, np.integer) and scale:
-            return (scores.astype(np.float32) - zero_point) * scale
-        return scores.astype(np.float32)
-
-
-def _io_of(interpreter) -> TFLiteIO:
-    tensor, output = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    return TFLiteIO(tensor["dtype"], int(tensor["shape"][1]), tuple(tensor["quantization"]),
-                    tuple(output["quantization"]))
-
-
-def _litert(path: Path, threads: int | None = None):
-    """The LiteRT interpreter of a file, its tensors allocated."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgefire.tfenv import quiet
-
-    try:
-        with quiet():
-            interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise EdgefireError(f"{path}: not a valid TFLite model ({_first_line(exc)})") from None
-    return interpreter
-
-
-def tflite_io(path: Path) -> TFLiteIO:
-    return _io_of(_litert(path))
 
 
 class TFLiteRunner:
@@ -85,8 +30,8 @@ class TFLiteRunner:
 
     def __init__(self, path: Path, threads: int | None, contract: InputContract):
         self.path, self.contract = path, contract
-        self.interpreter = _litert(path, threads)
-        self.io = _io_of(self.interpreter)
+        self.interpreter = litert.interpreter(path, threads)
+        self.io = litert.io_of(self.interpreter)
         self.input_size = self.io.input_size
         self.input_index = self.interpreter.get_input_details()[0]["index"]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
@@ -136,7 +81,7 @@ class OnnxRunner:
             self.session = ort.InferenceSession(str(path), options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise EdgefireError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
+            raise EdgefireError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
         self.input = self.session.get_inputs()[0]
         self.input_size = int(self.input.shape[1])
 
@@ -152,13 +97,13 @@ class OpenVinoRunner:
         import openvino as ov
 
         self.contract = contract
-        self.io = tflite_io(path) if formats.of(path).name == "tflite" else None
+        self.io = litert.tflite_io(path) if formats.of(path).name == "tflite" else None
         try:
             core = ov.Core()
             config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
             self.model = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types
-            raise EdgefireError(f"{path}: OpenVINO cannot run it ({_first_line(exc)})") from None
+            raise EdgefireError(f"{path}: OpenVINO cannot run it ({first_line(exc)})") from None
         port = self.model.inputs[0]
         self.input_type = f"tensor({np.dtype(port.get_element_type().to_dtype()).name})"
         self.input_size = int(port.get_partial_shape()[1].get_length())
@@ -248,11 +193,3 @@ def predict(runner, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
     for start in range(0, len(pixels), batch):
         labels.append(np.argmax(runner.run(pixels[start:start + batch]), axis=1))
     return np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
-
-
-def _first_line(exc: Exception) -> str:
-    """The first line of an error that says something: OpenVINO prefixes its own with lines
-    naming where in its sources it was raised ("Exception from src/...", "Check '...'")."""
-    text = [line.strip() for line in str(exc).splitlines() if line.strip()
-            and not line.startswith(("Exception from ", "Check '"))]
-    return text[0][:200] if text else type(exc).__name__
