@@ -58,9 +58,15 @@ def _build_seconds(folder: Path) -> float | None:
     if not path.exists():
         return None
     build = artifacts.read_json(path, "build log")
-    if any(stage["status"] != "ran" for stage in build["stages"].values()):
+    stages, seconds = build.get("stages"), build.get("seconds")
+    if not (isinstance(stages, dict) and stages and isinstance(seconds, int | float)
+            and not isinstance(seconds, bool) and seconds >= 0
+            and all(isinstance(s, dict) and "status" in s for s in stages.values())):
+        raise EdgefireError(f"{path}: not a build log edgefire wrote (stages and seconds): "
+                            "run `edgefire build` again")
+    if any(stage["status"] != "ran" for stage in stages.values()):
         return None
-    return build["seconds"]
+    return seconds
 
 
 def table(rows: list[dict]) -> list[str]:

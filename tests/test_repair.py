@@ -237,3 +237,13 @@ def test_tensorflow_start_up_noise_is_silenced_and_verbose_brings_it_back(built,
     loud = subprocess.run([*command, "--verbose", "quantize", "--artifacts", str(folder)],
                           capture_output=True, text=True, timeout=300)
     assert loud.returncode == 0 and loud.stderr != ""
+
+
+@pytest.mark.parametrize("log", ["{}", '{"stages": [], "seconds": 5}',
+                                 '{"stages": {"train": {"status": "ran"}}, "seconds": "x"}'])
+def test_compare_refuses_a_hand_edited_build_log(built, copy_of, log):
+    folder = copy_of(built)
+    (folder / "build.json").write_text(log)
+    result = invoke("compare", str(folder))
+    assert result.exit_code == 2 and "build.json: not a build log edgefire wrote" in \
+        result.output, result.output
