@@ -101,16 +101,24 @@ def merged(*sources: dict[str, dict]) -> dict[str, dict]:
 
 
 def plan(settings: dict[str, dict], force: bool = False, distribute: str = "auto"):
-    """The build plan of merged settings (every config checks its own values). A byte budget
-    of channel pruning is also verify's size gate unless that is set: the fallback's QAT or
-    float layers may add bytes, and the build must then say so."""
+    """The build plan of merged settings (every config checks its own values). Two settings
+    are one budget unless both are given: verify's `max_drop` is also the fallback's
+    (quantize's), and a byte budget of channel pruning is also verify's size gate (the
+    fallback's QAT or float layers may add bytes, and the build must then say so)."""
     from edgefire.pipeline import Plan
 
-    budget = settings.get("prune", {}).get("target_bytes")
-    if budget is not None and "max_bytes" not in settings.get("verify", {}):
-        settings = {**settings, "verify": {**settings.get("verify", {}), "max_bytes": budget}}
+    settings = _shared(settings, ("verify", "max_drop"), ("quantize", "max_drop"))
+    settings = _shared(settings, ("prune", "target_bytes"), ("verify", "max_bytes"))
     configs = {section: cls(**settings.get(section, {})) for section, cls in SECTIONS.items()}
     return Plan(**configs, force=force, distribute=distribute)
+
+
+def _shared(settings: dict[str, dict], source: tuple[str, str], target: tuple[str, str]):
+    """`settings` with the source's value also set as the target's, unless that is given."""
+    value = settings.get(source[0], {}).get(source[1])
+    if value is None or target[1] in settings.get(target[0], {}):
+        return settings
+    return {**settings, target[0]: {**settings.get(target[0], {}), target[1]: value}}
 
 
 def build(artifacts: str | Path = "artifacts", *, config: str | Path | None = None,

@@ -361,8 +361,6 @@ def given_flags(ctx: typer.Context) -> dict[str, dict]:
             if name == "keep_dense":
                 value = [layer.strip() for layer in value.split(",") if layer.strip()]
             sections.setdefault(section, {})[field] = value
-            if name == "max_drop":  # one budget: quantize's fallback and verify's gate
-                sections.setdefault("quantize", {})["max_drop"] = value
     return sections
 
 

@@ -102,3 +102,15 @@ def test_a_bad_tool_edgefire_table_is_one_line(text, needle, tmp_path, monkeypat
         return
     assert result.exit_code == 2 and needle in result.output, result.output
     assert result.output.count("\n") == 1
+
+
+def test_verify_max_drop_is_also_the_fallbacks_budget_in_every_front_end():
+    """One budget: the API and config files (not only the CLI) hand it to quantize."""
+    from edgefire import api
+
+    plan = api.plan({"verify": {"max_drop": 0.5}})
+    assert plan.quantize.max_drop == plan.verify.max_drop == 0.5
+    both = api.plan({"verify": {"max_drop": 0.5}, "quantize": {"max_drop": 2.0}})
+    assert (both.quantize.max_drop, both.verify.max_drop) == (2.0, 0.5)
+    budget = api.plan({"prune": {"method": "channels", "target_bytes": 90_000}})
+    assert budget.verify.max_bytes == 90_000
