@@ -352,11 +352,9 @@ BUILD_FLAGS = {
 
 def given_flags(ctx: typer.Context) -> dict[str, dict]:
     """The build flags given on the command line, as config sections."""
-    from typer._click.core import ParameterSource
-
     sections: dict[str, dict] = {}
     for name, (section, field) in BUILD_FLAGS.items():
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+        if ctx.get_parameter_source(name).name == "COMMANDLINE":
             value = ctx.params[name]
             if name == "keep_dense":
                 value = [layer.strip() for layer in value.split(",") if layer.strip()]
