@@ -85,7 +85,11 @@ def _check_type(section: str, key: str, value, annotation: str, where: str) -> N
         return
     allowed = tuple(t for kind in kinds for t in TYPES.get(kind, ()))
     wrong_bool = isinstance(value, bool) and bool not in allowed
-    if not isinstance(value, allowed) or wrong_bool:
+    items = {"tuple[str, ...]": str, "tuple[float, ...]": (int, float)}
+    item_type = next((items[k] for k in kinds if k in items), None)
+    wrong_item = isinstance(value, list | tuple) and item_type is not None and any(
+        not isinstance(v, item_type) or isinstance(v, bool) for v in value)
+    if not isinstance(value, allowed) or wrong_bool or wrong_item:
         wanted = " or ".join(k for k in kinds if k != "None")
         raise EdgefireError(f"{where}: [{section}] {key} must be {wanted} (got "
                             f"{type(value).__name__} {value!r})")
