@@ -227,9 +227,12 @@ def set_aside_manifest(folder: Path) -> Path | None:
 
 
 def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Path],
-                 config: dict, details: dict | None = None, passed: bool = True) -> dict:
+                 config: dict, details: dict | None = None, passed: bool = True,
+                 made_from: dict[str, list[Path]] | None = None) -> dict:
     """Record a finished stage and its output files (bytes, sha256, inputs by hash).
 
+    Each output is recorded as made from the stage's inputs, or from the ones `made_from`
+    names for it, so a file is blamed only for a change in what it was made from.
     `details` adds fields to named outputs' entries (for example their I/O tensor names);
     a stage recorded with `passed=False` (a missed gate) is never up to date.
     """
@@ -241,7 +244,9 @@ def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Pat
     for path in outputs:
         manifest["artifacts"][path.name] = {
             "stage": stage, "path": path.name, "bytes": path.stat().st_size,
-            "sha256": sha256(path), "inputs": input_hashes, "config": config,
+            "sha256": sha256(path), "config": config,
+            "inputs": {p.name: input_hashes[p.name]
+                       for p in (made_from or {}).get(path.name, inputs)},
             **(details or {}).get(path.name, {})}
     manifest["stages"][stage] = {"config": config, "inputs": input_hashes,
                                  "outputs": [p.name for p in outputs], "passed": passed,

@@ -226,18 +226,20 @@ def int8_onnx(sources: Sources) -> bytes:
 @dataclass(frozen=True)
 class Deployable:
     """A file export makes: its format (suffix and runtime), precision, when it is made (from
-    quantize.json) and how. A new format is one row and one function."""
+    quantize.json), how, and whether it is made from the quantized TFLite as well as from the
+    float model (its provenance in the manifest). A new format is one row and one function."""
 
     file_format: str
     precision: str
     wanted: Callable[[dict], bool]
     make: Callable[[Sources], bytes]
+    from_quantized: bool = False
 
 
 DEPLOYABLES = (
     Deployable("tflite", "float32", lambda q: q["precision"] != "float32", float32_tflite),
     Deployable("onnx", "float32", lambda q: True, lambda sources: sources.float_onnx()),
-    Deployable("onnx", "int8", lambda q: q["mode"] == "int8", int8_onnx),
+    Deployable("onnx", "int8", lambda q: q["mode"] == "int8", int8_onnx, from_quantized=True),
 )
 
 
@@ -271,6 +273,8 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
                              metadata.labels_text(sources.train_meta["classes"]))
         artifacts.write_json(folder / layout.record("export"), result)
     outputs = [folder / name for name in [*content, layout.LABELS, layout.record("export")]]
+    made_from = {name: [sources.model_path, *([quantized] if row.from_quantized else [])]
+                 for name, row in made.items()}
     artifacts.record_stage(folder, "export", outputs, sources.inputs, as_dict(config),
-                           deployables)
+                           deployables, made_from=made_from)
     return result

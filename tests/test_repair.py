@@ -106,10 +106,10 @@ def test_verify_refuses_an_int8_onnx_made_from_an_older_int8_tflite(built, copy_
     result = invoke("quantize", "--artifacts", str(folder), "--calibration-samples", "100")
     assert result.exit_code == 0, result.output
     result = invoke("verify", "--artifacts", str(folder))
-    assert result.exit_code == 2
-    assert result.output.strip().startswith(f"edgefire: error: {folder}/squeezenet_")
-    assert result.output.strip().endswith(": made from an older squeezenet_int8.tflite: run "
-                                          "`edgefire export` again")
+    assert result.exit_code == 2  # the file made from it, not the float ones made beside it
+    assert result.output.strip() == (f"edgefire: error: {folder}/squeezenet_int8.onnx: made "
+                                     "from an older squeezenet_int8.tflite: run `edgefire "
+                                     "export` again")
 
 
 def test_compare_refuses_a_report_whose_files_changed_since(built, copy_of):
