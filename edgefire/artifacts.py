@@ -326,3 +326,13 @@ def stage_is_current(folder: Path, stage: str, inputs: list[Path], config: dict)
         if entry is None or not path.exists() or sha256(path) != entry["sha256"]:
             return False
     return True
+
+
+def source_model(folder: Path) -> Path:
+    """The float reference: the pruned model when it was made from the current trained one."""
+    manifest = load_manifest(folder)["artifacts"]
+    trained = manifest.get(layout.TRAINED)
+    pruned = manifest.get(layout.PRUNED)
+    if pruned and trained and pruned["inputs"].get(layout.TRAINED) == trained["sha256"]:
+        return artifact_path(folder, layout.PRUNED, "quantize")
+    return artifact_path(folder, layout.TRAINED, "quantize")

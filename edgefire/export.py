@@ -22,8 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, formats, layout, metadata, models, runtimes
-from edgefire import quantize as quantizing
+from edgefire import (
+    artifacts,
+    data,
+    formats,
+    layout,
+    metadata,
+    models,
+    runtimes,
+    tflite_converter,
+)
 from edgefire.config import ExportConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, ToolFailed
@@ -203,7 +211,7 @@ class Sources:
 
 
 def float32_tflite(sources: Sources) -> bytes:
-    tflite, _ = quantizing.smallest_encoding(sources.model, "none", "uint8", np.zeros(0),
+    tflite, _ = tflite_converter.smallest_encoding(sources.model, "none", "uint8", np.zeros(0),
                                              sources.quantized["sparsity"], sources.contract)
     return metadata.attach(tflite, sources.arch, sources.train_meta["classes"],
                            sources.contract)
@@ -246,7 +254,7 @@ DEPLOYABLES = (
 def inputs(folder: Path) -> list[Path]:
     """What export reads: the float reference and the quantized TFLite (checked intact)."""
     quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
-    return [quantizing.source_model(folder),
+    return [artifacts.source_model(folder),
             artifacts.artifact_path(folder, quantized["artifact"], "export")]
 
 

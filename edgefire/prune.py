@@ -144,9 +144,9 @@ def int8_bytes(model, calibration: np.ndarray, contract: InputContract,
                train_config: dict, classes) -> int:
     """Bytes of the int8 TFLite (with its metadata) that quantize would write for `model`
     (batch norm folded first, as the file prune writes)."""
-    from edgefire import metadata, quantize
+    from edgefire import metadata, tflite_converter
 
-    tflite = quantize.convert(channels.fold(model), "int8", "uint8", calibration, False,
+    tflite = tflite_converter.convert(channels.fold(model), "int8", "uint8", calibration, False,
                               contract)
     return len(metadata.attach(tflite, train_config["arch"], list(classes), contract))
 

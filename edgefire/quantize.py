@@ -15,84 +15,27 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, fallback, fitting, layout, metadata, models, quant_error
+from edgefire import (
+    artifacts,
+    data,
+    fallback,
+    fitting,
+    layout,
+    metadata,
+    models,
+    quant_error,
+    tflite_converter,
+)
 from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, ToolFailed
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
 
 
-def source_model(folder: Path) -> Path:
-    """The float reference: the pruned model when it was made from the current trained one."""
-    manifest = artifacts.load_manifest(folder)["artifacts"]
-    trained = manifest.get(layout.TRAINED)
-    pruned = manifest.get(layout.PRUNED)
-    if pruned and trained and pruned["inputs"].get(layout.TRAINED) == trained["sha256"]:
-        return artifacts.artifact_path(folder, layout.PRUNED, "quantize")
-    return artifacts.artifact_path(folder, layout.TRAINED, "quantize")
-
-
 def calibration_indices(splits: data.Splits, count: int, seed: int) -> np.ndarray:
     """Indices into the *original training set* of a seeded, class-balanced calibration set."""
     picked = data.balanced_pick(splits.y_train, count, np.random.default_rng([seed, 7]))
     return splits.train_indices[picked]
-
-
-def representative_dataset(images: np.ndarray, contract: InputContract):
-    """Calibration batches; the first image is given the two ends of the input range (pixels
-    0 and 255), so the converter makes the uint8 input exactly the raw pixels."""
-    def generate():
-        for i, image in enumerate(images):
-            if i == 0:
-                image = image.copy()
-                image[0, 0], image[0, 1] = 0, 255
-            yield [contract.normalize(image[None])]
-
-    return generate
-
-
-def converter(model, mode: str, io: str, calibration: np.ndarray, sparse: bool,
-              contract: InputContract):
-    """The TFLite converter of `model` set up for `mode`; `sparse` asks for sparse encoding."""
-    tf = tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    optimizations = [] if mode == "none" else [tf.lite.Optimize.DEFAULT]
-    if sparse:
-        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    converter.optimizations = optimizations
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if mode == "int8":
-        converter.representative_dataset = representative_dataset(calibration, contract)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8 if io == "uint8" else tf.int8
-        converter.inference_output_type = tf.uint8 if io == "uint8" else tf.int8
-    return converter
-
-
-def convert(model, mode: str, io: str, calibration: np.ndarray, sparse: bool,
-            contract: InputContract) -> bytes:
-    """TFLite flatbuffer bytes of `model` in `mode`; `sparse` asks for sparse weight encoding."""
-    try:
-        with quiet():
-            return converter(model, mode, io, calibration, sparse, contract).convert()
-    except Exception as exc:  # the converter raises ConverterError and friends
-        message = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ToolFailed(f"the TFLite converter ({mode}) failed: {message}") from None
-
-
-def smallest_encoding(model, mode: str, io: str, calibration: np.ndarray,
-                      sparsity: float, contract: InputContract) -> tuple[bytes, bool]:
-    """Dense bytes, or sparse-encoded ones when pruning left zeros and that is measurably smaller.
-
-    Measured on the 50%-sparse int8 reference, sparse encoding made the file larger, so both
-    are built and the smaller kept.
-    """
-    dense = convert(model, mode, io, calibration, False, contract)
-    if sparsity <= 0:
-        return dense, False
-    sparse = convert(model, mode, io, calibration, True, contract)
-    return (sparse, True) if len(sparse) < len(dense) else (dense, False)
 
 
 class KeepZeros:
@@ -182,7 +125,7 @@ def tensor_details(tflite: bytes) -> dict:
 
 def inputs(folder: Path) -> list[Path]:
     """What quantize reads: the float reference (checked intact)."""
-    return [source_model(folder)]
+    return [artifacts.source_model(folder)]
 
 
 def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) -> dict:
@@ -201,8 +144,8 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
                                             train_config["label_smoothing"],
                                             sparsity > 0.01, contract)
     calibration = dataset.x_train[indices]
-    tflite, sparse = smallest_encoding(model, config.mode, config.io, calibration, sparsity,
-                                       contract)
+    tflite, sparse = tflite_converter.smallest_encoding(model, config.mode, config.io,
+                                                        calibration, sparsity, contract)
     layer_error = layer_errors(model, config, calibration, splits, contract,
                                train_config["seed"])
     budget = None
@@ -265,14 +208,15 @@ class Retries:
                                       self.train_config["seed"],
                                       self.train_config["label_smoothing"],
                                       self.sparsity > 0.01, self.contract)
-        tflite, _ = smallest_encoding(model, "int8", self.config.io, self.calibration,
-                                      self.sparsity, self.contract)
+        tflite, _ = tflite_converter.smallest_encoding(model, "int8", self.config.io,
+                                                       self.calibration, self.sparsity,
+                                                       self.contract)
         return tflite, []
 
     def keeping(self, rows: list[dict]):
         def make() -> tuple[bytes, list[str]]:
             if self._calibrated is None:
-                self._calibrated = fallback.calibrated(converter(
+                self._calibrated = fallback.calibrated(tflite_converter.converter(
                     self.model, "int8", self.config.io, self.calibration, False, self.contract))
             tflite = fallback.keep_in_float(self._calibrated, [r["node"] for r in rows],
                                             self.config.io)
@@ -286,7 +230,7 @@ def layer_errors(model, config: QuantizeConfig, calibration: np.ndarray, splits:
     validation images); a debugger failure is recorded, not fatal: it is a diagnosis."""
     if config.mode != "int8" or len(splits.y_val) == 0:
         return None
-    setup = converter(model, config.mode, config.io, calibration, False, contract)
+    setup = tflite_converter.converter(model, config.mode, config.io, calibration, False, contract)
     try:
         return quant_error.on_validation(setup, model.name, splits, contract, seed)
     except Exception as exc:  # the debugger raises what the converter and interpreter raise
