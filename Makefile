@@ -31,14 +31,16 @@ $(MEDIAPIPE_VENV)/.installed:
 	$(MEDIAPIPE_VENV)/bin/pip install --quiet $(MEDIAPIPE)
 	touch $@
 
+# one pytest worker per CPU (-n auto): most of a test's time is single-threaded TensorFlow
+# set-up and conversion, so two workers on two cores finish sooner than one
 test: install $(MEDIAPIPE_VENV)/.installed
 	$(BIN)/ruff check edgefire tests
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist worksteal
 
 # everything but the end-to-end builds (tests marked slow): a few minutes
 test-fast: install
 	$(BIN)/ruff check edgefire tests
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n auto --dist worksteal -m "not slow"
 
 train: install
 	$(BIN)/edgefire train --data $(DATA) $(EPOCHS_ARG) --artifacts $(ARTIFACTS) $(EDGEFIRE_ARGS)
