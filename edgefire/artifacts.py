@@ -336,3 +336,15 @@ def source_model(folder: Path) -> Path:
     if pruned and trained and pruned["inputs"].get(layout.TRAINED) == trained["sha256"]:
         return artifact_path(folder, layout.PRUNED, "quantize")
     return artifact_path(folder, layout.TRAINED, "quantize")
+
+
+def write_results(out: Path, rows: list[dict], table: list[str], **extra) -> None:
+    """A benchmark's results: its rows as JSON with the machine they ran on, its table as
+    Markdown beside them (`.md`), and the table printed."""
+    import platform
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                     "python": platform.python_version(), **extra, "rows": rows})
+    write_text(out.with_suffix(".md"), "\n".join(table) + "\n")
+    print("\n".join(table))

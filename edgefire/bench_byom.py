@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -126,10 +124,7 @@ def main(argv=None) -> int:
                                          work / "builds" / f"{name}-{epochs}")}
             print("\n".join(table([result])[2:]), flush=True)
             rows.append(result)
-    artifacts.write_json(args.out, {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-                                    "python": platform.python_version(), "rows": rows})
-    artifacts.write_text(args.out.with_suffix(".md"), "\n".join(table(rows)) + "\n")
-    print("\n".join(table(rows)))
+    artifacts.write_results(args.out, rows, table(rows))
     # exit 1 is a build whose gate failed (a model over 500,000 bytes): a result, not a crash
     return 0 if all(r["exit_code"] in (0, 1) for r in rows) else 1
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -160,13 +158,8 @@ def main(argv=None) -> int:
         rows.append(measured(row, folder))
     for r, ms in zip(rows, latencies([r["file"] for r in rows]), strict=True):
         r["latency_ms"] = ms
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json(args.out, {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-                                    "python": platform.python_version(), "rounds": ROUNDS,
-                                    "calls_per_round": CALLS, "rows": rows})
-    artifacts.write_text(args.out.with_suffix(".md"), "\n".join(table(rows)) + "\n")
+    artifacts.write_results(args.out, rows, table(rows), rounds=ROUNDS, calls_per_round=CALLS)
     chart(rows, args.out.with_suffix(".png"))
-    print("\n".join(table(rows)))
     return 0
 
 

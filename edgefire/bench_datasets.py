@@ -17,8 +17,6 @@ import argparse
 import base64
 import hashlib
 import json
-import os
-import platform
 import subprocess
 import sys
 import tarfile
@@ -219,10 +217,7 @@ def main(argv=None) -> int:
         result = build(row, dataset(row.dataset, args), args.work / "builds" / row.name)
         print("\n".join(table([result])[2:]), flush=True)
         rows.append(result)
-    artifacts.write_json(args.out, {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-                                    "python": platform.python_version(), "rows": rows})
-    artifacts.write_text(args.out.with_suffix(".md"), "\n".join(table(rows)) + "\n")
-    print("\n".join(table(rows)))
+    artifacts.write_results(args.out, rows, table(rows))
     return 0 if all(r["exit_code"] == 0 for r in rows) else 1
 
 
