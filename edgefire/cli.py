@@ -104,6 +104,9 @@ ChannelSparsityOpt = Annotated[float, typer.Option(
     help="channels: fraction of every convolution's filters removed.")]
 TargetBytesOpt = Annotated[int | None, typer.Option(
     help="channels: remove the fewest filters that bring the int8 TFLite under N bytes.")]
+DistillOpt = Annotated[bool, typer.Option(
+    help="Fine-tune the pruned model to match the unpruned one's scores too (knowledge "
+         "distillation).")]
 GateRuntimesOpt = Annotated[str, typer.Option(
     help="all: gate each file in every runtime that ran it; native: in its own runtime only.")]
 MicroImagesOpt = Annotated[int, typer.Option(
@@ -203,6 +206,7 @@ def prune(
     sparsity: Annotated[float, typer.Option(help="Target fraction of zeros per pruned kernel.")]
     = P.sparsity,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = P.epochs,
+    distill: DistillOpt = P.distill,
     optimizer: Annotated[str, typer.Option(help="Fine-tuning optimizer: adam or sgd.")]
     = P.optimizer,
     learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate.")]
@@ -223,7 +227,7 @@ def prune(
         names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
         config = defaults.PruneConfig(method=method, channel_sparsity=channel_sparsity,
                                       target_bytes=target_bytes, sparsity=sparsity,
-                                      epochs=epochs, optimizer=optimizer,
+                                      epochs=epochs, distill=distill, optimizer=optimizer,
                                       learning_rate=learning_rate, keep_dense=names)
         result = stage.run(config, artifacts, data, distribute)
         params = result["parameters"]
@@ -338,7 +342,7 @@ BUILD_FLAGS = {
     "sparsity": ("prune", "sparsity"), "prune_epochs": ("prune", "epochs"),
     "method": ("prune", "method"), "channel_sparsity": ("prune", "channel_sparsity"),
     "target_bytes": ("prune", "target_bytes"),
-    "prune_learning_rate": ("prune", "learning_rate"),
+    "prune_learning_rate": ("prune", "learning_rate"), "distill": ("prune", "distill"),
     "qat_learning_rate": ("quantize", "qat_learning_rate"),
     "keep_dense": ("prune", "keep_dense"), "quantize": ("quantize", "mode"),
     "qat": ("quantize", "qat"), "qat_epochs": ("quantize", "qat_epochs"),
@@ -389,6 +393,7 @@ def build(
     prune_epochs: Annotated[int, typer.Option(help="Pruning fine-tune epochs.")] = P.epochs,
     prune_learning_rate: Annotated[float, typer.Option(
         help="Pruning fine-tune peak learning rate.")] = P.learning_rate,
+    distill: DistillOpt = P.distill,
     keep_dense: Annotated[str, typer.Option(help="Layers left dense, comma-separated.")]
     = ",".join(P.keep_dense),
     qat: Annotated[bool, typer.Option(help="Quantization-aware fine-tuning (int8).")] = Q.qat,

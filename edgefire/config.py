@@ -171,6 +171,11 @@ class PruneConfig:
     learning_rate: float = 0.01  # a tenth of training's peak: recover, do not retrain
     keep_dense: tuple[str, ...] = ("conv", "conv10")  # small, sensitive first and last layers
     batch_size: int = 128
+    # the fine-tune also matches the unpruned model's scores (knowledge distillation); the
+    # loss is weight x T^2 x KL at temperature T + (1 - weight) x cross-entropy
+    distill: bool = False
+    distill_weight: float = 0.9
+    distill_temperature: float = 4.0
     frequency: int = 50  # mask update interval in steps; tfmot's 100 can skip short runs
     # ... and at least this many updates before the target: 1,298 digits images gave 11
     # steps an epoch and 4 updates, the first zeroing 23% of every kernel at once
@@ -201,6 +206,8 @@ class PruneConfig:
         in_range(self.learning_rate, 0, None, "--learning-rate", low_open=True)
         in_range(self.batch_size, 1, None, "batch_size")
         in_range(self.frequency, 1, None, "frequency")
+        in_range(self.distill_weight, 0, 1, "distill_weight")
+        in_range(self.distill_temperature, 0, None, "distill_temperature", low_open=True)
         in_range(self.min_mask_updates, 1, None, "min_mask_updates")
 
 

@@ -74,6 +74,7 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     unfold = train_config.get("batch_norm", False) and not given  # the user's keep their BN
     thinned = {}
     with placement.strategy.scope() if placement else contextlib.nullcontext():
+        teacher = frozen_copy(model) if config.distill else None
         if unfold:
             sample = np.random.default_rng(train_config["seed"]).permutation(
                 len(splits.y_train))[:UNFOLD_IMAGES]  # the folder's order is by class
@@ -89,12 +90,13 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
         schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate * scale,
                                                             config.epochs * steps)
         fitting.compile_model(wrapped, schedule, train_config["label_smoothing"],
-                              config.optimizer)
+                              config.optimizer, distillation(config))
 
     stage_config = {**as_dict(config), "seed": train_config["seed"]}
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep()] if config.magnitude else []
     fit = fitting.fit_epochs(wrapped, splits, folder, "prune", stage_config, contract,
-                             compile_at, callbacks=callbacks, placement=placement)
+                             compile_at, callbacks=callbacks, placement=placement,
+                             teacher=teacher)
     pruned = tfmot.sparsity.keras.strip_pruning(wrapped) if config.magnitude else wrapped
     if unfold:
         pruned = channels.fold(pruned) if config.channels else models.fold_batch_norm(pruned,
@@ -102,6 +104,19 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
     if not given:
         models.set_dropout(pruned, models.DROPOUT)
     return pruned, fit, thinned
+
+
+def frozen_copy(model):
+    """A copy of `model` that no fit changes: the teacher of a distilled fine-tune."""
+    copy = keras().models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.trainable = False
+    return copy
+
+
+def distillation(config: PruneConfig) -> fitting.Distillation | None:
+    return (fitting.Distillation(config.distill_weight, config.distill_temperature)
+            if config.distill else None)
 
 
 SEARCH_STEPS = 8  # bisection over the fraction of filters removed: within 0.4% of the best

@@ -105,7 +105,7 @@ def test_a_byte_budget_lands_the_int8_file_under_it(trained_folder, copy_of, ima
     result = CliRunner().invoke(app, [
         "build", "--quantize", "int8", "--data", str(image_folder), "--epochs", "3",
         "--batch-size", "32", "--seed", "1", "--learning-rate", "0.05", "--prune", "channels",
-        "--target-bytes", "80000", "--prune-epochs", "1", "--micro-images", "50",
+        "--target-bytes", "80000", "--prune-epochs", "1", "--distill", "--micro-images", "50",
         "--no-fallback", "--artifacts", str(folder)])
     assert result.exit_code == 0, result.output
     assert "= train: up to date" in result.output
@@ -113,6 +113,7 @@ def test_a_byte_budget_lands_the_int8_file_under_it(trained_folder, copy_of, ima
     gates = json.loads((folder / "report.json").read_text())["gates"]
     assert {g["limit"] for g in gates if g["metric"] == "bytes"} == {80_000}  # the gate too
     pruned = json.loads((folder / "prune.json").read_text())
+    assert pruned["config"]["distill"] and pruned["config"]["distill_temperature"] == 4.0
     assert pruned["parameters"]["after"] < pruned["parameters"]["before"]
     assert pruned["multiply_accumulates"]["after"] < pruned["multiply_accumulates"]["before"]
     report = json.loads((folder / "report.json").read_text())
@@ -141,3 +142,19 @@ def test_a_users_residual_model_prunes_its_block_and_shortcut_together():
     thin = channels.thin(model, plan)
     assert thin.get_layer("head").input_shape == (None, 8) and thin.output_shape == (None, 5)
     assert thin.count_params() < model.count_params() / 2
+
+
+def test_distillation_adds_only_the_divergence_from_the_teachers_scores():
+    from edgefire.fitting import Distillation
+
+    student = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
+    hard = np.array([0.5, 0.3], "float32")
+    distill = Distillation(weight=0.9, temperature=4.0)
+    same = distill.loss(hard, student, student).numpy()
+    np.testing.assert_allclose(same, 0.1 * hard, rtol=1e-6)
+    teacher = np.array([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8]], "float32")
+    differs = distill.loss(hard, teacher, student).numpy()
+    assert differs[0] > same[0] + 0.1 and differs[1] == pytest.approx(same[1], rel=1e-6)
+    soft = lambda p: np.exp(np.log(p) / 4) / np.exp(np.log(p) / 4).sum()  # noqa: E731
+    kl = np.sum(soft(teacher[0]) * np.log(soft(teacher[0]) / soft(student[0])))
+    assert differs[0] == pytest.approx(0.9 * 16 * kl + 0.1 * hard[0], rel=1e-4)
