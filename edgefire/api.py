@@ -111,10 +111,15 @@ def plan(settings: dict[str, dict], force: bool = False, distribute: str = "auto
     fallback's QAT or float layers may add bytes, and the build must then say so)."""
     from edgefire.pipeline import Plan
 
+    configs = {section: stage_config(section, settings) for section in SECTIONS}
+    return Plan(**configs, force=force, distribute=distribute)
+
+
+def stage_config(section: str, settings: dict[str, dict]):
+    """The config of one stage from merged settings, with the budgets `plan` shares."""
     settings = _shared(settings, ("verify", "max_drop"), ("quantize", "max_drop"))
     settings = _shared(settings, ("prune", "target_bytes"), ("verify", "max_bytes"))
-    configs = {section: cls(**settings.get(section, {})) for section, cls in SECTIONS.items()}
-    return Plan(**configs, force=force, distribute=distribute)
+    return SECTIONS[section](**settings.get(section, {}))
 
 
 def _shared(settings: dict[str, dict], source: tuple[str, str], target: tuple[str, str]):

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup, _click
+from typer.core import TyperGroup
 
-from edgefire import config as defaults
-from edgefire import layout
+from edgefire import cli_options, layout
 from edgefire.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -34,20 +33,32 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
              **extra):
+        args = sys.argv[1:] if args is None else list(args)
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except _click.exceptions.NoArgsIsHelpError as exc:
-            exc.show()
-            code = EXIT_BAD_INPUT
-        except _click.exceptions.ClickException as exc:
-            typer.echo(f"edgefire: error: {one_line(exc.format_message())}", err=True)
-            code = exc.exit_code
+            if not args:  # nothing asked: the help, as a usage error
+                super().main(["--help"], prog_name, complete_var, standalone_mode=False,
+                             **extra)
+                code = EXIT_BAD_INPUT
+            else:
+                code = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                    **extra)
         except typer.Abort:
             typer.echo("edgefire: interrupted", err=True)
             code = EXIT_INTERRUPTED
+        except Exception as exc:
+            if not is_usage_error(exc):
+                raise
+            typer.echo(f"edgefire: error: {one_line(exc.format_message())}", err=True)
+            code = exc.exit_code
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def is_usage_error(exc: Exception) -> bool:
+    """Click's errors for the command line (typer's copy of click keeps the class private;
+    `typer.BadParameter` is one of them)."""
+    return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
@@ -65,52 +76,17 @@ def artifacts_folder(value: str | Path) -> Path:
     return Path(value)
 
 
-T, P, Q, E, V = (defaults.TrainConfig(), defaults.PruneConfig(), defaults.QuantizeConfig(),
-                 defaults.ExportConfig(), defaults.VerifyConfig())
-
+# the options that are not config fields (those come from config.py, see cli_options)
 ArtifactsOpt = Annotated[Path, typer.Option(help="Artifacts folder (inputs and outputs).",
                                             parser=artifacts_folder)]
-DataOpt = Annotated[str, typer.Option(help="'cifar10', a cifar-10-python.tar.gz, a "
-                                      "cifar-10-batches-py folder or an image-folder root.")]
-DropoutOpt = Annotated[float, typer.Option(
-    help="Dropout rate before conv10 while training; the shipped model is the same at any rate.")]
-OptimizerOpt = Annotated[str, typer.Option(
-    help="Training optimizer: sgd (Nesterov momentum 0.9) or adam.")]
-LearningRateOpt = Annotated[float | None, typer.Option(
-    help="Peak learning rate [default: sgd 0.1, adam 0.003].")]
-ImageSizeOpt = Annotated[int | None, typer.Option(
-    help="Model input is N x N; images of any size are resized to it [default: 32, or a "
-         "given model's own].")]
-ModelOpt = Annotated[str | None, typer.Option(
-    help="A Keras classifier to start from instead of --arch: tf_keras .h5 or .keras, or a "
-         "SavedModel folder; --epochs 0 takes it as it is.")]
-MeanOpt = Annotated[str | None, typer.Option(
-    help="A given model's input is (pixel - mean) / std: one value or three, pixel units "
-         "[default: 0, or raw pixels for a model that rescales itself].")]
-StdOpt = Annotated[str | None, typer.Option(help="See --mean [default: 255].")]
-HeadEpochsOpt = Annotated[int, typer.Option(
-    help="A given model with a new head: epochs of the head alone (body frozen) first.")]
 DataOverrideOpt = Annotated[str | None, typer.Option(
     "--data", help="Override the data source recorded by train.")]
-FallbackOpt = Annotated[bool, typer.Option(
-    help="int8: past --max-drop on validation, try QAT, then keep the worst layers in float.")]
 DistributeOpt = Annotated[str, typer.Option(
     help="Where training runs: auto (mirrored over 2+ GPUs, else none), none, mirrored, "
          "multi-worker (configured by TF_CONFIG).")]
-PruneOpt = Annotated[str, typer.Option(
-    "--prune", help="magnitude (zeros in the kernels), channels (whole filters removed: a "
-                    "smaller int8 file) or both.")]
-ChannelSparsityOpt = Annotated[float, typer.Option(
-    help="channels: fraction of every convolution's filters removed.")]
-TargetBytesOpt = Annotated[int | None, typer.Option(
-    help="channels: remove the fewest filters that bring the int8 TFLite under N bytes.")]
-DistillOpt = Annotated[bool, typer.Option(
-    help="Fine-tune the pruned model to match the unpruned one's scores too (knowledge "
-         "distillation).")]
-GateRuntimesOpt = Annotated[str, typer.Option(
-    help="all: gate each file in every runtime that ran it; native: in its own runtime only.")]
-MicroImagesOpt = Annotated[int, typer.Option(
-    help="Test images (class-balanced) TFLite Micro runs; 0 = all.")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    help="TOML file with [train], [prune], [quantize], [export], [verify] sections of config "
+         "fields; options given here override it, and it overrides [tool.edgefire].")]
 TrustOpt = Annotated[bool, typer.Option(
     help="Let Keras model files load and run their Lambda layers (Python code stored in the "
          "file); only for files from a source you trust.")]
@@ -152,27 +128,19 @@ def run_stage(action, trust_model_code: bool = False) -> None:
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
+def stage_config(section: str, given: dict, config: Path | None):
+    """The stage's config: defaults, [tool.edgefire], --config FILE, the options given."""
+    from edgefire import api
+
+    return api.stage_config(section, cli_options.settings(given, config))
+
+
 @app.command()
+@cli_options.with_config_options(("train",))
 def train(
-    data: DataOpt = T.data,
-    arch: Annotated[str, typer.Option(help="Architecture: squeezenet (the reference), "
-                                      "squeezenet_bypass, squeezenet32, or FILE.py:FUNCTION "
-                                      "(function(input_shape, classes) -> tf_keras Model).")]
-    = T.arch,
-    model: ModelOpt = None,
-    image_size: ImageSizeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    head_epochs: HeadEpochsOpt = T.head_epochs,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
-    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
-    optimizer: OptimizerOpt = T.optimizer,
-    learning_rate: LearningRateOpt = None,
-    dropout: DropoutOpt = T.dropout,
-    seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
-    limit: Annotated[int | None, typer.Option(
-        help="Train on a class-balanced subset of N images (smoke runs).")] = None,
+    given: dict,
     distribute: DistributeOpt = "auto",
+    config: ConfigOpt = None,
     trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
 ) -> None:
@@ -180,18 +148,14 @@ def train(
 
     def action():
         from edgefire import train as stage
-        config = defaults.TrainConfig(data=data, arch=arch, model=model,
-                                      image_size=image_size, mean=mean, std=std,
-                                      head_epochs=head_epochs, epochs=epochs,
-                                      batch_size=batch_size, optimizer=optimizer,
-                                      learning_rate=learning_rate, dropout=dropout, seed=seed,
-                                      limit=limit)
-        meta = stage.run(config, artifacts, distribute)
+
+        settings = stage_config("train", given, config)
+        meta = stage.run(settings, artifacts, distribute)
         if meta["distribute"]["task_index"]:
             typer.echo(f"worker {meta['distribute']['task_index']}: trained with the chief in "
                        f"{meta['wall_seconds']:.0f} s; the chief wrote the artifacts")
             return
-        typer.echo(f"trained {config.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
+        typer.echo(f"trained {settings.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
                    f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
                    f"({meta['images_per_second']:.0f} images/s) -> {artifacts / layout.TRAINED}")
 
@@ -199,22 +163,11 @@ def train(
 
 
 @app.command()
+@cli_options.with_config_options(("prune",))
 def prune(
-    method: PruneOpt = P.method,
-    channel_sparsity: ChannelSparsityOpt = P.channel_sparsity,
-    target_bytes: TargetBytesOpt = None,
-    sparsity: Annotated[float, typer.Option(help="Target fraction of zeros per pruned kernel.")]
-    = P.sparsity,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = P.epochs,
-    distill: DistillOpt = P.distill,
-    optimizer: Annotated[str, typer.Option(help="Fine-tuning optimizer: adam or sgd.")]
-    = P.optimizer,
-    learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate.")]
-    = P.learning_rate,
-    keep_dense: Annotated[str, typer.Option(
-        help="Comma-separated layers left dense ('' prunes every convolution).")]
-    = ",".join(P.keep_dense),
+    given: dict,
     distribute: DistributeOpt = "auto",
+    config: ConfigOpt = None,
     trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
@@ -224,14 +177,10 @@ def prune(
     def action():
         from edgefire import prune as stage
 
-        names = tuple(name.strip() for name in keep_dense.split(",") if name.strip())
-        config = defaults.PruneConfig(method=method, channel_sparsity=channel_sparsity,
-                                      target_bytes=target_bytes, sparsity=sparsity,
-                                      epochs=epochs, distill=distill, optimizer=optimizer,
-                                      learning_rate=learning_rate, keep_dense=names)
-        result = stage.run(config, artifacts, data, distribute)
+        settings = stage_config("prune", given, config)
+        result = stage.run(settings, artifacts, data, distribute)
         params = result["parameters"]
-        typer.echo(f"pruned ({config.method}): {params['before']:,} -> {params['after']:,} "
+        typer.echo(f"pruned ({settings.method}): {params['before']:,} -> {params['after']:,} "
                    f"parameters, {result['sparsity']['overall']:.1%} zeros in the pruned "
                    f"layers: validation accuracy {result['val_accuracy_before']:.4f} -> "
                    f"{result['val_accuracy_after']:.4f} -> {artifacts / layout.PRUNED}")
@@ -240,22 +189,10 @@ def prune(
 
 
 @app.command()
+@cli_options.with_config_options(("quantize",))
 def quantize(
-    quantize: Annotated[str, typer.Option(
-        "--quantize", help="int8 (full integer), float16, dynamic (range) or none.")] = Q.mode,
-    qat: Annotated[bool, typer.Option(help="Quantization-aware fine-tuning first (int8).")]
-    = Q.qat,
-    qat_epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = Q.qat_epochs,
-    qat_learning_rate: Annotated[float, typer.Option(help="QAT fine-tuning learning rate.")]
-    = Q.qat_learning_rate,
-    calibration_samples: Annotated[int, typer.Option(
-        help="Training images that calibrate int8 ranges.")] = Q.calibration_samples,
-    io: Annotated[str, typer.Option(help="int8 model input/output type: uint8 (phones, "
-                                    "MediaPipe) or int8 (microcontrollers).")] = Q.io,
-    max_drop: Annotated[float, typer.Option(
-        help="int8: largest top-1 drop (points) on the validation split before the "
-             "fallback tries again.")] = Q.max_drop,
-    fallback: FallbackOpt = Q.fallback,
+    given: dict,
+    config: ConfigOpt = None,
     trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
@@ -265,11 +202,7 @@ def quantize(
     def action():
         from edgefire import quantize as stage
 
-        config = defaults.QuantizeConfig(mode=quantize, qat=qat, qat_epochs=qat_epochs,
-                                         qat_learning_rate=qat_learning_rate,
-                                         calibration_samples=calibration_samples, io=io,
-                                         max_drop=max_drop, fallback=fallback)
-        result = stage.run(config, artifacts, data)
+        result = stage.run(stage_config("quantize", given, config), artifacts, data)
         size = (artifacts / result["artifact"]).stat().st_size
         tensor = result["tensors"]["input"]
         typer.echo(f"{result['mode']} TFLite: {size:,} bytes, input {tensor['dtype']} "
@@ -284,8 +217,10 @@ def quantize(
 
 
 @app.command()
+@cli_options.with_config_options(("export",))
 def export(
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = E.opset,
+    given: dict,
+    config: ConfigOpt = None,
     trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
@@ -295,7 +230,7 @@ def export(
     def action():
         from edgefire import export as stage
 
-        result = stage.run(defaults.ExportConfig(opset=opset), artifacts, data)
+        result = stage.run(stage_config("export", given, config), artifacts, data)
         for name in result["deployables"]:
             typer.echo(f"{(artifacts / name).stat().st_size:>9,} B  {artifacts / name}")
 
@@ -303,15 +238,10 @@ def export(
 
 
 @app.command()
+@cli_options.with_config_options(("verify",))
 def verify(
-    max_bytes: Annotated[int, typer.Option(help="Size gate in bytes (0.5 MB = 500,000).")]
-    = V.max_bytes,
-    max_drop: Annotated[float, typer.Option(
-        help="Largest allowed top-1 drop from the float reference, in points.")] = V.max_drop,
-    min_accuracy: Annotated[float | None, typer.Option(
-        help="Optional floor on top-1 accuracy (0-1).")] = None,
-    gate_runtimes: GateRuntimesOpt = V.gate_runtimes,
-    micro_images: MicroImagesOpt = V.micro_images,
+    given: dict,
+    config: ConfigOpt = None,
     trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
     data: DataOverrideOpt = None,
@@ -322,100 +252,20 @@ def verify(
     def action():
         from edgefire import verification as stage
 
-        config = defaults.VerifyConfig(max_bytes=max_bytes, max_drop=max_drop,
-                                       min_accuracy=min_accuracy, gate_runtimes=gate_runtimes,
-                                       micro_images=micro_images)
-        show_report(lambda: stage.run(config, artifacts, data), artifacts, "all gates passed")
+        settings = stage_config("verify", given, config)
+        show_report(lambda: stage.run(settings, artifacts, data), artifacts, "all gates passed")
 
     run_stage(action, trust_model_code)
 
 
-# build's flags -> (config section, field); only flags given on the command line override a
-# config file, the project's [tool.edgefire] and the defaults
-BUILD_FLAGS = {
-    "data": ("train", "data"), "arch": ("train", "arch"), "image_size": ("train", "image_size"),
-    "model": ("train", "model"), "mean": ("train", "mean"), "std": ("train", "std"),
-    "head_epochs": ("train", "head_epochs"),
-    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
-    "optimizer": ("train", "optimizer"), "learning_rate": ("train", "learning_rate"),
-    "dropout": ("train", "dropout"), "seed": ("train", "seed"), "limit": ("train", "limit"),
-    "sparsity": ("prune", "sparsity"), "prune_epochs": ("prune", "epochs"),
-    "method": ("prune", "method"), "channel_sparsity": ("prune", "channel_sparsity"),
-    "target_bytes": ("prune", "target_bytes"),
-    "prune_learning_rate": ("prune", "learning_rate"), "distill": ("prune", "distill"),
-    "qat_learning_rate": ("quantize", "qat_learning_rate"),
-    "keep_dense": ("prune", "keep_dense"), "quantize": ("quantize", "mode"),
-    "qat": ("quantize", "qat"), "qat_epochs": ("quantize", "qat_epochs"),
-    "calibration_samples": ("quantize", "calibration_samples"), "io": ("quantize", "io"),
-    "opset": ("export", "opset"), "max_bytes": ("verify", "max_bytes"),
-    "max_drop": ("verify", "max_drop"), "min_accuracy": ("verify", "min_accuracy"),
-    "gate_runtimes": ("verify", "gate_runtimes"), "micro_images": ("verify", "micro_images"),
-    "fallback": ("quantize", "fallback"),
-}
-
-
-def given_flags(ctx: typer.Context) -> dict[str, dict]:
-    """The build flags given on the command line, as config sections."""
-    sections: dict[str, dict] = {}
-    for name, (section, field) in BUILD_FLAGS.items():
-        if ctx.get_parameter_source(name).name == "COMMANDLINE":
-            value = ctx.params[name]
-            if name == "keep_dense":
-                value = [layer.strip() for layer in value.split(",") if layer.strip()]
-            sections.setdefault(section, {})[field] = value
-    return sections
-
-
 @app.command()
+@cli_options.with_config_options(("quantize", "train", "prune", "export", "verify"),
+                                 on_build=True)
 def build(
-    ctx: typer.Context,
-    quantize: Annotated[str, typer.Option(
-        "--quantize", help="int8 (full integer), float16, dynamic (range) or none.")] = Q.mode,
-    data: DataOpt = T.data,
-    arch: Annotated[str, typer.Option(help="Architecture (see train).")] = T.arch,
-    model: ModelOpt = None,
-    image_size: ImageSizeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    head_epochs: HeadEpochsOpt = T.head_epochs,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = T.epochs,
-    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = T.batch_size,
-    optimizer: OptimizerOpt = T.optimizer,
-    learning_rate: LearningRateOpt = None,
-    dropout: DropoutOpt = T.dropout,
-    seed: Annotated[int, typer.Option(help="Seed of splits, shuffles and init.")] = T.seed,
-    limit: Annotated[int | None, typer.Option(help="Class-balanced training subset.")] = None,
-    method: PruneOpt = P.method,
-    channel_sparsity: ChannelSparsityOpt = P.channel_sparsity,
-    target_bytes: TargetBytesOpt = None,
-    sparsity: Annotated[float, typer.Option(help="Pruning target (0 skips pruning).")]
-    = P.sparsity,
-    prune_epochs: Annotated[int, typer.Option(help="Pruning fine-tune epochs.")] = P.epochs,
-    prune_learning_rate: Annotated[float, typer.Option(
-        help="Pruning fine-tune peak learning rate.")] = P.learning_rate,
-    distill: DistillOpt = P.distill,
-    keep_dense: Annotated[str, typer.Option(help="Layers left dense, comma-separated.")]
-    = ",".join(P.keep_dense),
-    qat: Annotated[bool, typer.Option(help="Quantization-aware fine-tuning (int8).")] = Q.qat,
-    qat_epochs: Annotated[int, typer.Option(help="QAT fine-tuning epochs.")] = Q.qat_epochs,
-    qat_learning_rate: Annotated[float, typer.Option(help="QAT fine-tuning learning rate.")]
-    = Q.qat_learning_rate,
-    calibration_samples: Annotated[int, typer.Option(help="int8 calibration images.")]
-    = Q.calibration_samples,
-    io: Annotated[str, typer.Option(help="int8 input/output type: uint8 or int8.")] = Q.io,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = E.opset,
-    max_bytes: Annotated[int, typer.Option(help="Size gate in bytes.")] = V.max_bytes,
-    max_drop: Annotated[float, typer.Option(help="Largest allowed drop, in points.")]
-    = V.max_drop,
-    min_accuracy: Annotated[float | None, typer.Option(help="Optional accuracy floor.")] = None,
-    gate_runtimes: GateRuntimesOpt = V.gate_runtimes,
-    micro_images: MicroImagesOpt = V.micro_images,
-    fallback: FallbackOpt = Q.fallback,
+    given: dict,
     force: Annotated[bool, typer.Option(help="Rerun every stage, even if up to date.")] = False,
     distribute: DistributeOpt = "auto",
-    config: Annotated[Path | None, typer.Option(
-        help="TOML file with [train], [prune], [quantize], [export], [verify] sections of "
-             "config fields; flags override it.")] = None,
+    config: ConfigOpt = None,
     trust_model_code: TrustOpt = False,
     artifacts: ArtifactsOpt = Path("artifacts"),
 ) -> None:
@@ -424,9 +274,8 @@ def build(
     def action():
         from edgefire import api
 
-        flags = given_flags(ctx)
         show_report(lambda: api.build(artifacts, config=config, force=force,
-                                      distribute=distribute, echo=typer.echo, **flags),
+                                      distribute=distribute, echo=typer.echo, **given),
                     artifacts, "build passed")
 
     run_stage(action, trust_model_code)

@@ -4,7 +4,7 @@ same messages); the CLI, config files and the API override the defaults."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgefire.checks import choice, in_range
@@ -15,31 +15,51 @@ MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
 MAX_BATCH = 1_000_000  # past any dataset here; 2**66 overflowed TensorFlow's int64 shapes
 
 
+def option(default, help: str, flag: str | None = None, build: str | bool = True):
+    """A field that is also a command-line option (see `cli_options`): `flag` (default
+    `--field-name`) on its stage's command, and on `edgefire build` the same flag, or `build`,
+    a flag of its own, or none (False)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "build": build})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "cifar10"  # Keras's download and cache; a path selects a local copy
-    arch: str = "squeezenet"  # the reference design of MISSION.md
+    # Keras's download and cache; a path selects a local copy
+    data: str = option("cifar10", "'cifar10', a cifar-10-python.tar.gz, a cifar-10-batches-py "
+                                  "folder or an image-folder root.")
+    arch: str = option("squeezenet", "Architecture: squeezenet (the reference, MISSION.md), "
+                       "squeezenet_bypass, squeezenet32, or FILE.py:FUNCTION "
+                       "(function(input_shape, classes) -> tf_keras Model).")
     # a Keras classifier to start from instead of `arch` (given_model.py); its files are
     # named for it, and `epochs` 0 takes it as it is
-    model: str | None = None
+    model: str | None = option(None, "A Keras classifier to start from instead of --arch: "
+                               "tf_keras .h5 or .keras, Keras 3 .keras, or a SavedModel folder; "
+                               "--epochs 0 takes it as it is.")
     # `--arch FILE.py:FUNCTION`: the function(input_shape, classes) returns a Keras model that
     # the recipe trains from scratch; set from `arch` (absolute file, function), which then
     # names the build's files by the function
     arch_file: str | None = None
-    image_size: int | None = None  # N x N input; None: 32 (CIFAR-10's own), or the model's
+    image_size: int | None = option(None, "Model input is N x N; images of any size are "
+                                    "resized to it [default: 32, or a given model's own].")
     # the model input is (pixel - mean) / std per channel, pixels 0-255; None: 0 and 255, or
     # raw pixels for a given model that rescales itself (one value or three)
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    head_epochs: int = 0  # a given model's new head alone (body frozen) before `epochs` of all
+    mean: tuple[float, ...] | None = option(
+        None, "A given model's input is (pixel - mean) / std: one value or three, pixel units "
+              "[default: 0, or raw pixels for a model that rescales itself].")
+    std: tuple[float, ...] | None = option(None, "See --mean [default: 255].")
+    head_epochs: int = option(0, "A given model with a new head: epochs of the head alone "
+                                 "(body frozen) first.")
     # 40 epochs took 628 s here (16 s each): a third of the 45-minute build. SGD keeps gaining
     # with a longer cosine (README, "Recipe v2"); 120 leaves the build ~10 minutes of headroom.
-    epochs: int = 120
-    batch_size: int = 128  # trains fastest per epoch on 2 CPU cores among 64/128/256
+    epochs: int = option(120, "Training epochs (0 with --model: take it as it is).")
+    # trains fastest per epoch on 2 CPU cores among 64/128/256
+    batch_size: int = option(128, "Images per training step.")
     # Nesterov SGD beat Adam by ~2 points in a PyTorch replica of this recipe (issue 12);
     # measured here in Keras in the README's seed table.
-    optimizer: str = "sgd"
-    learning_rate: float | None = None  # peak after warm-up, cosine to zero; None: OPTIMIZERS
+    optimizer: str = option("sgd", "Training optimizer: sgd (Nesterov momentum 0.9) or adam.")
+    learning_rate: float | None = option(  # after warm-up, cosine to zero
+        None, "Peak learning rate [default: sgd 0.1, adam 0.003; fine-tuning a --model: "
+              "sgd 0.005, adam 0.0001].")
     warmup_epochs: int = 2  # a short linear warm-up keeps the first large steps stable
     # ... and never fewer steps than this (up to a fifth of the run): a 40-image folder has
     # one step an epoch, so two epochs of warm-up were two steps. Measured with the mask rule
@@ -48,13 +68,16 @@ class TrainConfig:
     # within test noise; kept so that no run starts at full rate (docs/measurements.md)
     warmup_min_steps: int = 50
     label_smoothing: float = 0.1  # mild regularisation; costs nothing at inference
-    dropout: float = 0.1  # the reference's 0.5 before conv10 + batch norm underfits here
+    # the reference's 0.5 before conv10 + batch norm underfits here
+    dropout: float = option(0.1, "Dropout rate before conv10 while training; the shipped "
+                                 "model is the same at any rate.")
     weight_decay: float | None = None  # L2 coefficient on kernels; None: OPTIMIZERS
     batch_norm: bool = True  # training only: folded into the convolutions before export
     augment: bool = True  # random crop (pad 4) and horizontal flip, in the tf.data graph
     val_size: int = 5000  # carved out of train, seeded and class-balanced
-    seed: int = 0
-    limit: int | None = None  # a class-balanced subset of the training split, for smoke runs
+    seed: int = option(0, "Seed of splits, shuffles and init.")
+    limit: int | None = option(None, "Train on a class-balanced subset of N images (smoke "
+                                     "runs).")
 
     @property
     def contract(self):
@@ -158,22 +181,34 @@ def channels(value, option: str, low: float, high: float | None):
 class PruneConfig:
     # magnitude: zeros in the kernels (smaller gzip, the same dense int8 file); channels:
     # whole filters removed (a smaller int8 file, fewer MACs, a smaller arena); both: the two
-    method: str = "magnitude"
-    channel_sparsity: float = 0.0  # fraction of each convolution's filters removed
-    target_bytes: int | None = None  # channels: the fraction that lands the int8 TFLite under
-    sparsity: float = 0.4  # fraction of zeros in each pruned kernel; 0.5 cost 1.6 points here
+    method: str = option("magnitude", "magnitude (zeros in the kernels), channels (whole "
+                         "filters removed: a smaller int8 file) or both.", flag="--prune")
+    channel_sparsity: float = option(0.0, "channels: fraction of every convolution's filters "
+                                          "removed.")
+    target_bytes: int | None = option(None, "channels: remove the fewest filters that bring "
+                                            "the int8 TFLite under N bytes.")
+    # 0.5 cost 1.6 points here
+    sparsity: float = option(0.4, "Fraction of zeros in each pruned kernel (0: no magnitude "
+                                  "pruning).")
     # On the 40-epoch SGD model (validation 81.30%), 40% pruning then: Adam 5e-4 for 4
     # epochs 80.22%, for 8 80.70%; Adam 1e-3 for 4 80.20%; Nesterov SGD 0.01 for 4 80.52%,
     # for 8 81.00%. On the 120-epoch one (83.22%): SGD for 8 82.80%, for 16 83.40% (README,
     # "Recipe v2"); 16 adds about 100 s to the build.
-    epochs: int = 16  # fine-tuning epochs; the schedule reaches the target at 2/3 of them
-    optimizer: str = "sgd"  # Nesterov momentum 0.9, like training
-    learning_rate: float = 0.01  # a tenth of training's peak: recover, do not retrain
-    keep_dense: tuple[str, ...] = ("conv", "conv10")  # small, sensitive first and last layers
+    epochs: int = option(16, "Pruning fine-tune epochs (the sparsity target is reached at "
+                             "2/3 of them).", build="--prune-epochs")
+    optimizer: str = option("sgd", "Fine-tuning optimizer: sgd (Nesterov momentum 0.9, like "
+                                   "training) or adam.", build=False)
+    # a tenth of training's peak: recover, do not retrain
+    learning_rate: float = option(0.01, "Pruning fine-tune peak learning rate.",
+                                  build="--prune-learning-rate")
+    # small, sensitive first and last layers
+    keep_dense: tuple[str, ...] = option(("conv", "conv10"), "Layers left dense, "
+                                         "comma-separated ('' prunes every convolution).")
     batch_size: int = 128
     # the fine-tune also matches the unpruned model's scores (knowledge distillation); the
     # loss is weight x T^2 x KL at temperature T + (1 - weight) x cross-entropy
-    distill: bool = False
+    distill: bool = option(False, "Fine-tune the pruned model to match the unpruned one's "
+                                  "scores too (knowledge distillation).")
     distill_weight: float = 0.9
     distill_temperature: float = 4.0
     frequency: int = 50  # mask update interval in steps; tfmot's 100 can skip short runs
@@ -213,18 +248,23 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    mode: str = "int8"  # int8 | float16 | dynamic | none
-    qat: bool = False  # quantization-aware fine-tuning before conversion
-    qat_epochs: int = 1
-    qat_learning_rate: float = 1e-4
-    calibration_samples: int = 500  # MLPerf Tiny calibrates on a few hundred training images
-    io: str = "uint8"  # uint8 is what MediaPipe and phones hand over; int8 for MCU runtimes
+    mode: str = option("int8", "int8 (full integer), float16, dynamic (range) or none.",
+                       flag="--quantize")
+    qat: bool = option(False, "Quantization-aware fine-tuning before conversion (int8).")
+    qat_epochs: int = option(1, "QAT fine-tuning epochs.")
+    qat_learning_rate: float = option(1e-4, "QAT fine-tuning learning rate.")
+    # MLPerf Tiny calibrates on a few hundred training images
+    calibration_samples: int = option(500, "Training images that calibrate int8 ranges.")
+    io: str = option("uint8", "int8 model input/output type: uint8 (phones, MediaPipe) or "
+                              "int8 (microcontrollers).")
     batch_size: int = 128
     # int8: the most top-1 (points, validation split) the file may lose against the float
     # model before the fallback (QAT, then layers kept in float) tries again; build sets it
     # with verify's --max-drop, so the budget and the gate are the same number
-    max_drop: float = 1.0
-    fallback: bool = True
+    max_drop: float = option(1.0, "int8: largest top-1 drop (points) on the validation "
+                                  "split before the fallback tries again.", build=False)
+    fallback: bool = option(True, "int8: past --max-drop on validation, try QAT, then keep "
+                                  "the worst layers in float.")
 
     def __post_init__(self):
         choice(self.mode, QUANTIZE_MODES, "--quantize")
@@ -241,7 +281,8 @@ class QuantizeConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    opset: int = 13  # QDQ per-channel needs >= 13; every onnxruntime of the last years has it
+    # QDQ per-channel needs >= 13; every onnxruntime of the last years has it
+    opset: int = option(13, "ONNX opset (13-21).")
 
     def __post_init__(self):  # below 13 the int8 ONNX cannot be written (per-channel QDQ)
         in_range(self.opset, 13, 21, "--opset")
@@ -249,13 +290,15 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    max_bytes: int = 500_000  # 0.5 MB, strict SI reading
-    max_drop: float = 1.0  # points of top-1 a shipped artifact may lose against the float model
-    min_accuracy: float | None = None
+    max_bytes: int = option(500_000, "Size gate in bytes (0.5 MB = 500,000).")
+    max_drop: float = option(1.0, "Largest allowed top-1 drop from the float reference, in "
+                                  "points (build: also the int8 fallback's budget).")
+    min_accuracy: float | None = option(None, "Optional floor on top-1 accuracy (0-1).")
     latency_runs: int = 200  # batch-1 inferences timed per artifact
     throughput_batch: int = 256
-    gate_runtimes: str = "all"  # "native": gate each file in its native runtime only
-    micro_images: int = 2000  # TFLite Micro's class-balanced test subset; 0 = every image
+    gate_runtimes: str = option("all", "all: gate each file in every runtime that ran it; "
+                                       "native: in its own runtime only.")
+    micro_images: int = option(2000, "Test images (class-balanced) TFLite Micro runs; 0 = all.")
 
     def __post_init__(self):
         choice(self.gate_runtimes, GATE_RUNTIMES, "--gate-runtimes")

@@ -117,3 +117,54 @@ def test_verify_max_drop_is_also_the_fallbacks_budget_in_every_front_end():
     assert (both.quantize.max_drop, both.verify.max_drop) == (2.0, 0.5)
     budget = api.plan({"prune": {"method": "channels", "target_bytes": 90_000}})
     assert budget.verify.max_bytes == 90_000
+
+
+@pytest.mark.parametrize("command, setting, needle", [
+    ("train", "epochs = 0", "--epochs must be >= 1"),
+    ("prune", "sparsity = 1.5", "--sparsity must be >= 0 and < 1"),
+    ("quantize", 'io = "int16"', "--io"),
+    ("export", "opset = 7", "--opset must be >= 13"),
+    ("verify", "max_drop = -1.0", "--max-drop must be >= 0"),
+])
+def test_every_stage_command_reads_the_projects_tool_edgefire(command, setting, needle,
+                                                              tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("pyproject.toml").write_text(f"[tool.edgefire.{command}]\n{setting}\n")
+    result = invoke(command, "--artifacts", str(tmp_path / "a"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert needle in result.output, result.output
+
+
+def test_each_option_is_declared_once_on_its_config_field():
+    """Stage commands and build take their options from the config fields: same flag or
+    build's own, the field's help, the field's default."""
+    import dataclasses
+
+    from edgefire import api
+    from edgefire.cli_options import options_of
+
+    for section, cls in api.SECTIONS.items():
+        fields = {f.name: f for f in dataclasses.fields(cls) if "help" in f.metadata}
+        for on_build in (False, True):
+            options = {o.field: o for o in options_of(section, on_build)}
+            expected = {n for n, f in fields.items()
+                        if not on_build or f.metadata["build"] is not False}
+            assert set(options) == expected
+            for name, option in options.items():
+                info = option.parameter.annotation.__metadata__[0]
+                assert info.help == fields[name].metadata["help"]
+    build_help = invoke("build", "--help").output
+    for flag in ("--prune-epochs", "--prune-learning-rate", "--distill", "--qat-epochs",
+                 "--max-drop", "--opset", "--model", "--keep-dense"):
+        assert flag in build_help
+    assert "--optimizer" in invoke("prune", "--help").output
+
+
+def test_a_given_option_overrides_the_config_file_on_a_stage_command(tmp_path):
+    config = tmp_path / "edgefire.toml"
+    config.write_text("[export]\nopset = 7\n")
+    refused = invoke("export", "--config", str(config), "--artifacts", str(tmp_path / "a"))
+    assert refused.exit_code == 2 and "--opset must be >= 13" in refused.output
+    given = invoke("export", "--config", str(config), "--opset", "13", "--artifacts",
+                   str(tmp_path / "a"))
+    assert given.exit_code == 2 and "opset" not in given.output, given.output
