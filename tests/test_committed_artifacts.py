@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,3 +56,34 @@ def test_committed_reference_meets_the_targets():
     labels = committed("artifacts/labels.txt").decode().split()
     assert labels == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                       "ship", "truck"]
+
+
+CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+
+
+@pytest.mark.skipif(not (CIFAR_JPEG / "test").is_dir(), reason="no CIFAR-10 (JPEG copy) here")
+def test_the_committed_int8_tflite_scores_what_its_report_says(tmp_path):
+    """Measured again, without edgefire's code: Pillow decodes the test split, the LiteRT
+    interpreter runs the committed file, one image at a time."""
+    from ai_edge_litert.interpreter import Interpreter
+    from PIL import Image
+
+    model = tmp_path / "int8.tflite"
+    model.write_bytes(committed("artifacts/squeezenet_int8.tflite"))
+    labels = committed("artifacts/labels.txt").decode().split()
+    interpreter = Interpreter(model_path=str(model), num_threads=1)
+    interpreter.allocate_tensors()
+    given, = interpreter.get_input_details()
+    scores, = interpreter.get_output_details()
+    right = total = 0
+    for index, label in enumerate(labels):
+        for image in sorted((CIFAR_JPEG / "test" / label).glob("*.jpg")):
+            pixels = np.asarray(Image.open(image).convert("RGB"), dtype=np.uint8)
+            interpreter.set_tensor(given["index"], pixels[None])
+            interpreter.invoke()
+            right += int(np.argmax(interpreter.get_tensor(scores["index"])[0]) == index)
+            total += 1
+    report = json.loads(committed("artifacts/report.json"))
+    int8 = next(a for a in report["artifacts"] if a["name"] == "squeezenet_int8.tflite")
+    assert total == report["dataset"]["test_images"] == 10_000
+    assert right / total == pytest.approx(int8["accuracy"], abs=1e-9)

@@ -276,15 +276,22 @@ def test_predict_answers_with_class_names_for_files_and_folders(built64, own_fol
 
 @pytest.mark.parametrize("model", ["squeezenet_int8.tflite", "pruned.h5",
                                    "squeezenet_int8.onnx"])
-def test_predict_gives_the_label_the_report_counted(built64, own_folder, model):
-    file = sorted((own_folder / "test" / "chat noir").glob("*.png"))[0]
-    result = invoke("predict", str(file), "--artifacts", str(built64), "--model",
+def test_predict_gives_the_labels_the_report_counted(built64, own_folder, model):
+    """Every test image through `predict`: the confusion matrix of its answers is the one
+    report.json holds for that file."""
+    report = json.loads((built64 / "report.json").read_text())
+    classes = report["classes"]
+    folders = [str(own_folder / "test" / name) for name in classes]
+    result = invoke("predict", *folders, "--artifacts", str(built64), "--model",
                     str(built64 / model), "--json")
     assert result.exit_code == 0, result.output
-    runner = runtimes.open_model(built64 / model, contract=contract.InputContract(size=64))
-    expected = ["café", "chat noir", "猫"][int(np.argmax(runner.run(
-        data.read_image(file, 64)[None])))]
-    assert json.loads(result.output)[0]["top"][0]["label"] == expected
+    confusion = np.zeros((len(classes), len(classes)), int)
+    for answer in json.loads(result.output):
+        truth = classes.index(Path(answer["file"]).parent.name)
+        confusion[truth, classes.index(answer["top"][0]["label"])] += 1
+    row = next(r for r in report["artifacts"] if r["name"] == model)
+    assert confusion.sum() == report["dataset"]["test_images"]
+    assert confusion.tolist() == row["confusion"]
 
 
 def test_predict_on_a_file_that_is_not_an_image_is_one_line(built64, tmp_path):
