@@ -14,8 +14,9 @@ pyproject.toml, then the config file, then the arguments (or the CLI's flags).
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
+import types
+import typing
 from pathlib import Path
 
 from edgefire.config import (
@@ -29,10 +30,6 @@ from edgefire.errors import EdgefireError
 
 SECTIONS = {"train": TrainConfig, "prune": PruneConfig, "quantize": QuantizeConfig,
             "export": ExportConfig, "verify": VerifyConfig}
-# the Python types a TOML value may have for a field of each annotation (bool is not an int)
-TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
-         "tuple[str, ...]": (list, tuple),
-         "tuple[float, ...]": (list, tuple, int, float, str)}  # str: "127.5" or "1,2,3"
 
 
 def read_settings(path: Path) -> dict[str, dict]:
@@ -70,29 +67,37 @@ def checked(settings: dict, where: str) -> dict[str, dict]:
                                 f"{', '.join(SECTIONS)})")
         if not isinstance(values, dict):
             raise EdgefireError(f"{where}: [{section}] must be a table of settings")
-        fields = {f.name: f.type for f in dataclasses.fields(SECTIONS[section])}
+        hints = typing.get_type_hints(SECTIONS[section])
         for key, value in values.items():
-            if key not in fields:
+            if key not in hints:
                 raise EdgefireError(f"{where}: unknown key {key!r} in [{section}] (keys: "
-                                    f"{', '.join(fields)})")
-            _check_type(section, key, value, fields[key], where)
+                                    f"{', '.join(hints)})")
+            if not accepts(hints[key], value):
+                raise EdgefireError(f"{where}: [{section}] {key} must be {type_name(hints[key])}"
+                                    f" (got {type(value).__name__} {value!r})")
     return settings
 
 
-def _check_type(section: str, key: str, value, annotation: str, where: str) -> None:
-    kinds = [kind.strip() for kind in annotation.split("|")]
-    if value is None and "None" in kinds:
-        return
-    allowed = tuple(t for kind in kinds for t in TYPES.get(kind, ()))
-    wrong_bool = isinstance(value, bool) and bool not in allowed
-    items = {"tuple[str, ...]": str, "tuple[float, ...]": (int, float)}
-    item_type = next((items[k] for k in kinds if k in items), None)
-    wrong_item = isinstance(value, list | tuple) and item_type is not None and any(
-        not isinstance(v, item_type) or isinstance(v, bool) for v in value)
-    if not isinstance(value, allowed) or wrong_bool or wrong_item:
-        wanted = " or ".join(k for k in kinds if k != "None")
-        raise EdgefireError(f"{where}: [{section}] {key} must be {wanted} (got "
-                            f"{type(value).__name__} {value!r})")
+def accepts(hint, value) -> bool:
+    """Whether a TOML value may be given for a config field of type `hint`: an int for a
+    float, a list for a tuple; a bool only for a bool; "127.5" or "1,2,3" for the channels."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(accepts(arg, value) for arg in typing.get_args(hint))
+    if hint is type(None) or isinstance(value, bool):
+        return value is None if hint is type(None) else hint is bool
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        if isinstance(value, list | tuple):
+            return all(accepts(item, v) for v in value)
+        return item is float and isinstance(value, int | float | str)
+    return isinstance(value, int | float) if hint is float else isinstance(value, hint)
+
+
+def type_name(hint) -> str:
+    """`int`, `tuple[str, ...]`; an optional field's type is said without the None."""
+    parts = typing.get_args(hint) if typing.get_origin(hint) is types.UnionType else (hint,)
+    return " or ".join(p.__name__ if typing.get_origin(p) is None else str(p)
+                       for p in parts if p is not type(None))
 
 
 def merged(*sources: dict[str, dict]) -> dict[str, dict]:
