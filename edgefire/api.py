@@ -158,7 +158,7 @@ def build(artifacts: str | Path = "artifacts", *, config: str | Path | None = No
 
 def verify(artifacts: str | Path = "artifacts", data: str | None = None, **values) -> dict:
     """Run `edgefire verify` (VerifyConfig fields as keywords) and return the report."""
-    from edgefire import verification as stage
+    from edgefire.stages import verify as stage
 
     config = VerifyConfig(**checked({"verify": values}, "verify()")["verify"])
     return stage.run(config, Path(artifacts), data)

@@ -147,7 +147,7 @@ def train(
     """Train the model and write it, its history, curves and metadata to the artifacts folder."""
 
     def action():
-        from edgefire import train as stage
+        from edgefire.stages import train as stage
 
         settings = stage_config("train", given, config)
         meta = stage.run(settings, artifacts, distribute)
@@ -175,7 +175,7 @@ def prune(
     """Prune the trained model with fine-tuning and record the measured sparsity."""
 
     def action():
-        from edgefire import prune as stage
+        from edgefire.stages import prune as stage
 
         settings = stage_config("prune", given, config)
         result = stage.run(settings, artifacts, data, distribute)
@@ -200,7 +200,7 @@ def quantize(
     """Convert the pruned (or trained) model to a TFLite model in the chosen precision."""
 
     def action():
-        from edgefire import quantize as stage
+        from edgefire.stages import quantize as stage
 
         result = stage.run(stage_config("quantize", given, config), artifacts, data)
         size = (artifacts / result["artifact"]).stat().st_size
@@ -228,7 +228,7 @@ def export(
     """Write the deployable TFLite and ONNX files and labels.txt."""
 
     def action():
-        from edgefire import export as stage
+        from edgefire.stages import export as stage
 
         result = stage.run(stage_config("export", given, config), artifacts, data)
         for name in result["deployables"]:
@@ -250,7 +250,7 @@ def verify(
     accuracy."""
 
     def action():
-        from edgefire import verification as stage
+        from edgefire.stages import verify as stage
 
         settings = stage_config("verify", given, config)
         show_report(lambda: stage.run(settings, artifacts, data), artifacts, "all gates passed")

@@ -30,7 +30,7 @@ class TrainConfig:
     arch: str = option("squeezenet", "Architecture: squeezenet (the reference, MISSION.md), "
                        "squeezenet_bypass, squeezenet32, or FILE.py:FUNCTION "
                        "(function(input_shape, classes) -> tf_keras Model).")
-    # a Keras classifier to start from instead of `arch` (given_model.py); its files are
+    # a Keras classifier to start from instead of `arch` (models/given.py); its files are
     # named for it, and `epochs` 0 takes it as it is
     model: str | None = option(None, "A Keras classifier to start from instead of --arch: "
                                "tf_keras .h5 or .keras, Keras 3 .keras, or a SavedModel folder; "
@@ -150,7 +150,7 @@ class TrainConfig:
 
     def _given_model(self) -> None:
         """A given model names the build's files; its path is stored resolved."""
-        from edgefire.given_model import name_of
+        from edgefire.models.given import name_of
 
         if not str(self.model).strip():
             raise EdgefireError("--model must not be empty")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, distribute, layout, report
+from edgefire import artifacts, data, layout, report
 from edgefire.checks import choice
 from edgefire.config import (
     ExportConfig,
@@ -25,6 +25,7 @@ from edgefire.config import (
     as_dict,
 )
 from edgefire.errors import EdgefireError
+from edgefire.stages import distribute
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class Stage:
 
 
 def stages(plan: Plan) -> list[Stage]:
-    from edgefire import export, prune, quantize, train, verification
+    from edgefire.stages import export, prune, quantize, train
+    from edgefire.stages import verify as verification
 
     rows = [Stage("train", train.inputs, train.stage_config(plan.train),
                   lambda f: train.run(plan.train, f, plan.distribute))]
@@ -110,7 +112,7 @@ def run(plan: Plan, folder: Path, echo=print) -> dict | None:
 
 
 def training_needed(plan: Plan, folder: Path) -> bool:
-    from edgefire import train
+    from edgefire.stages import train
 
     return plan.force or not artifacts.stage_is_current(folder, "train", train.inputs(folder),
                                                         train.stage_config(plan.train))
@@ -123,7 +125,7 @@ def chief_tells_workers(plan: Plan, folder: Path, placement) -> None:
 
 def help_chief_train(plan: Plan, folder: Path, placement, echo) -> None:
     """A non-chief worker's build: train with the chief when it trains, write nothing."""
-    from edgefire import train
+    from edgefire.stages import train
 
     trains, = placement.from_chief([np.array([0.0])])
     if trains[0]:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgefire import channels, models
+from edgefire import models
 from edgefire.cli import app
 from edgefire.errors import EdgefireError
+from edgefire.models import channels
 from edgefire.tfenv import keras
 
 
@@ -145,7 +146,7 @@ def test_a_users_residual_model_prunes_its_block_and_shortcut_together():
 
 
 def test_distillation_adds_only_the_divergence_from_the_teachers_scores():
-    from edgefire.fitting import Distillation
+    from edgefire.stages.fitting import Distillation
 
     student = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
     hard = np.array([0.5, 0.3], "float32")

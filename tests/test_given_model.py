@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgefire import contract, given_model
+from edgefire import contract
 from edgefire.cli import app
+from edgefire.models import given as given_model
 from edgefire.tfenv import keras
 from tests import synthetic
 
@@ -337,8 +338,9 @@ def test_your_own_architecture_failing_is_one_line(image_folder, tmp_path, funct
 
 def test_the_new_head_trains_alone_first_with_the_body_frozen(cnn_file, three_classes,
                                                               tmp_path):
-    from edgefire import data, train
+    from edgefire import data
     from edgefire.config import TrainConfig
+    from edgefire.stages import train
 
     config = TrainConfig(data=str(three_classes), model=str(cnn_file), head_epochs=2,
                          epochs=1, batch_size=16)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgefire import data, runtimes
 from edgefire.cli import app
-from edgefire.verification import tflite_kernel_zeros
+from edgefire.stages.verify import tflite_kernel_zeros
 
 
 def invoke(*args: str):

@@ -9,10 +9,11 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from edgefire import data, fitting, models
+from edgefire import data, models
 from edgefire.api import SECTIONS
 from edgefire.cli import app
 from edgefire.contract import InputContract
+from edgefire.stages import fitting
 from tests import synthetic
 from tests.conftest import TINY_TRAIN
 
@@ -119,7 +120,7 @@ def test_every_learning_rate_option_of_the_advice_exists(stage):
 
 def test_a_bug_exits_70_with_its_traceback_never_1(trained_folder, copy_of, monkeypatch):
     """Exit 1 is a missed gate and nothing else: an unexpected exception is a bug."""
-    from edgefire import prune
+    from edgefire.stages import prune
 
     def broken(*args, **kwargs):
         return 1 / 0

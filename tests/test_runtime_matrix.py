@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgefire import report, runtime_matrix, runtimes, verification
+from edgefire import report, runtimes
 from edgefire.cli import app
 from edgefire.config import VerifyConfig
+from edgefire.runtimes import matrix
+from edgefire.stages import verify as verification
 
 EXPECTED = {"pruned.h5": ["tf_keras"],
             "squeezenet_int8.tflite": ["litert", "openvino", "tflite-micro"],
@@ -100,7 +102,7 @@ def test_a_drop_in_another_runtime_fails_its_gate_by_name():
 def test_a_runtime_not_installed_is_skipped_with_a_line_saying_how_to_get_it(built):
     absent = runtimes.Runtime("absent", ("tflite",), runtimes.TFLiteRunner, "no_such_module_x",
                               "absent")
-    cell = runtime_matrix.entry(built / "squeezenet_int8.tflite", absent, np.zeros((1, 32, 32, 3),
+    cell = matrix.entry(built / "squeezenet_int8.tflite", absent, np.zeros((1, 32, 32, 3),
                                 np.uint8), np.zeros(1, int), np.zeros(1, int), np.ones(1, bool),
                                 None, 1)
     assert cell == {"skipped": "not installed (pip install 'edgefire[absent]')"}
@@ -118,10 +120,10 @@ def test_a_runtime_that_cannot_run_a_file_is_a_result_not_a_crash(tmp_path, buil
 
 def test_the_subset_takes_as_many_images_of_each_class_the_same_each_time():
     labels = np.repeat(np.arange(4), [100, 50, 30, 20])
-    picked = runtime_matrix.balanced_subset(labels, 40)
+    picked = matrix.balanced_subset(labels, 40)
     assert np.bincount(labels[picked]).tolist() == [10, 10, 10, 10]
-    assert np.array_equal(picked, runtime_matrix.balanced_subset(labels, 40))
-    assert len(runtime_matrix.balanced_subset(labels, 0)) == 200
+    assert np.array_equal(picked, matrix.balanced_subset(labels, 40))
+    assert len(matrix.balanced_subset(labels, 0)) == 200
 
 
 def test_export_chooses_an_int8_onnx_every_onnx_runtime_runs(built):

@@ -7,7 +7,7 @@ import pytest
 
 
 def test_mcnemar_and_bootstrap_on_known_counts():
-    from edgefire import stats
+    from edgefire.report import stats
 
     reference = np.array([True] * 10 + [True] * 90 + [False] * 100)
     other = np.array([False] * 10 + [True] * 90 + [False] * 100)  # 10 lost, none won

@@ -68,7 +68,7 @@ def test_folding_batch_norm_gives_the_plain_model_with_the_same_outputs(arch):
 
 def _batches(first_epoch, count, seed=0):
     from edgefire.contract import InputContract
-    from edgefire.fitting import training_dataset
+    from edgefire.stages.fitting import training_dataset
 
     x = np.arange(20 * 32 * 32 * 3, dtype=np.uint8).reshape(20, 32, 32, 3)
     ds = training_dataset(x, np.arange(20), 8, seed, first_epoch, True, InputContract())

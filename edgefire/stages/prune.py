@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, channels, data, distribute, fitting, layout, models
+from edgefire import artifacts, data, layout, models
 from edgefire.config import PruneConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError
+from edgefire.models import channels
+from edgefire.stages import distribute, fitting
 from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.PRUNED

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import data, runtimes, stats
+from edgefire import data, runtimes
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
+from edgefire.report import stats
 
 
 def time_latency(path: Path, images: np.ndarray, runs: int, contract: InputContract,

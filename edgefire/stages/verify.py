@@ -2,7 +2,7 @@
 
 Each number comes from running the file itself: Keras for the float reference, the LiteRT
 interpreter for `.tflite`, onnxruntime for `.onnx` on the full test split, and the optional
-runtimes of the matrix (`runtime_matrix.py`: OpenVINO, TFLite Micro) beside them. The
+runtimes of the matrix (`runtimes/matrix.py`: OpenVINO, TFLite Micro) beside them. The
 deployable files of the chosen quantize precision are gated on bytes, drop from the float
 reference and, optionally, minimum accuracy, in every runtime that ran them
 (`--gate-runtimes native`: in their native runtime only); every other file is measured and
@@ -17,20 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import (
-    __version__,
-    artifacts,
-    data,
-    formats,
-    layout,
-    quant_error,
-    report,
-    runtime_matrix,
-    runtimes,
-)
+from edgefire import __version__, artifacts, data, formats, layout, report, runtimes
 from edgefire.config import VerifyConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, GateFailed
+from edgefire.runtimes import matrix
+from edgefire.stages import quant_error
 
 
 def network_size(reference: Path) -> dict:
@@ -112,7 +104,7 @@ def measure(path: Path, precision: str, x_test: np.ndarray, y_test: np.ndarray,
         "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0)),
         "sha256": artifacts.sha256(path), "under_target": len(raw) <= config.max_bytes,
         "accuracy": float(np.mean(predicted == y_test)),
-        "latency_ms": round(runtime_matrix.time_latency(path, x_test, config.latency_runs,
+        "latency_ms": round(matrix.time_latency(path, x_test, config.latency_runs,
                                                         contract), 4),
         "throughput_ips": round(time_throughput(runner, x_test, config.throughput_batch), 1),
         "sparsity": weight_sparsity(path, runner), **per_class(predicted, y_test, classes),
@@ -174,7 +166,7 @@ def compare_with_reference(rows: list[dict], labels: np.ndarray) -> None:
     reference = rows[0]["_predicted"]
     for row in rows:
         agreement = float(np.mean(row["_predicted"] == reference))
-        judged = runtime_matrix.judged(row["_predicted"] == labels, reference == labels,
+        judged = matrix.judged(row["_predicted"] == labels, reference == labels,
                                        agreement)
         row.update({key: judged[key] for key in ("accuracy_drop", "agreement", "accuracy_ci95",
                                                  "drop_ci95", "mcnemar_p")})
@@ -224,7 +216,7 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
                     contract, len(dataset.classes)) for name, precision in precisions.items()]
     compare_with_reference(rows, dataset.y_test)
     for row in rows:
-        row["runtimes"] = runtime_matrix.matrix(
+        row["runtimes"] = matrix.matrix(
             folder / row["name"], row, row["_predicted"], rows[0]["_predicted"],
             dataset.y_test, dataset.x_test, contract, config.latency_runs, config.micro_images)
     for row in rows:

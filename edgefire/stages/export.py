@@ -22,16 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import (
-    artifacts,
-    data,
-    formats,
-    layout,
-    metadata,
-    models,
-    runtimes,
-    tflite_converter,
-)
+from edgefire import artifacts, data, formats, layout, metadata, models, runtimes, tflite_converter
 from edgefire.config import ExportConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, ToolFailed

@@ -29,7 +29,7 @@ class MicroRunner:
     """A `.tflite` in TFLite Micro: one image per invoke, as on a board."""
 
     def __init__(self, path: Path, threads: int | None, contract):
-        from edgefire.litert import TFLiteIO, tflite_io
+        from edgefire.runtimes.litert import TFLiteIO, tflite_io
 
         self.path, self.contract = path, contract
         self.io: TFLiteIO = tflite_io(path)

@@ -1,6 +1,6 @@
 """`make bench-byom`: models trained elsewhere, brought to edgefire as they are and fine-tuned.
 
-    python -m edgefire.bench_byom --data ../shared/data/cifar10-jpeg --work .bench-byom \
+    python -m edgefire.bench.byom --data ../shared/data/cifar10-jpeg --work .bench-byom \
         --out artifacts/bench-byom.json
 
 "Elsewhere" is plain Keras 3 (`import keras`, not tf_keras, not edgefire's recipe): Adam 1e-3,

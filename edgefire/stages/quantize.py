@@ -15,20 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import (
-    artifacts,
-    data,
-    fallback,
-    fitting,
-    layout,
-    metadata,
-    models,
-    quant_error,
-    tflite_converter,
-)
+from edgefire import artifacts, data, layout, metadata, models, tflite_converter
 from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, ToolFailed
+from edgefire.stages import fallback, fitting, quant_error
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
 
 

@@ -1,6 +1,6 @@
 """`make bench-data`: how fast an image folder decodes, and the memory of a 64x64 data stage.
 
-    python -m edgefire.bench_decode --data PATH [--size 64] [--out FILE]
+    python -m edgefire.bench.decode --data PATH [--size 64] [--out FILE]
 
 Decoding is timed with an empty cache (every image read, made upright, converted and resized
 by the input contract, in parallel). The peak memory is the resident set of a fresh process

@@ -1,6 +1,6 @@
 """`make bench-datasets`: the default recipe on a matrix of small public datasets.
 
-    python -m edgefire.bench_datasets --cifar ../shared/data/cifar10-jpeg --work .bench \
+    python -m edgefire.bench.datasets --cifar ../shared/data/cifar10-jpeg --work .bench \
         --out artifacts/bench-datasets.json
 
 Every dataset is made offline as an image folder (train/ and test/), then built with

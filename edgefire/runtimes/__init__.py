@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import formats, litert
+from edgefire import formats
 from edgefire.checks import choice
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, first_line
-from edgefire.micro import MicroRunner
+from edgefire.runtimes import litert
+from edgefire.runtimes.micro import MicroRunner
 
 
 class TFLiteRunner:

@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefire import keras3, models
+from edgefire import models
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
+from edgefire.models import keras3
 from edgefire.tfenv import keras
 
 # layers between the scoring layer and the output that hold no weights: the head's tail

@@ -175,7 +175,7 @@ def class_table(result: dict) -> list[str]:
 
 
 def stats_note() -> str:
-    from edgefire import stats
+    from edgefire.report import stats
 
     return f"{stats.RESAMPLES:,} bootstrap resamples of the test images (seed {stats.SEED})"
 

@@ -11,8 +11,9 @@ import math
 import time
 from pathlib import Path
 
-from edgefire import artifacts, data, distribute, fitting, layout, models
+from edgefire import artifacts, data, layout, models
 from edgefire.config import TrainConfig, as_dict
+from edgefire.stages import distribute, fitting
 from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.TRAINED
@@ -102,7 +103,7 @@ def _deployable(model, config: TrainConfig):
 
 def load_data(config: TrainConfig, placement: distribute.Placement):
     """The dataset at the model's input size, and the given model adapted to it (or None)."""
-    from edgefire import given_model
+    from edgefire.models import given as given_model
 
     if config.model is None:
         return data.load(config.data, config.image_size), None
@@ -155,7 +156,7 @@ def inputs(folder: Path) -> list[Path]:
 def stage_config(config: TrainConfig) -> dict:
     """What the manifest compares a train stage by: its config and its data's fingerprint, so
     a changed dataset (a class or an image added, a file replaced) trains again."""
-    from edgefire import given_model
+    from edgefire.models import given as given_model
 
     recorded = {**as_dict(config), "data_fingerprint": data.source_fingerprint(config.data)}
     if config.model:  # the file's bytes: a changed model trains (and everything after) again

@@ -1,7 +1,7 @@
 """`make bench-channels`: channel pruning's trade-off, accuracy against int8 bytes, MACs,
 TFLite Micro arena and LiteRT latency, every row from one trained reference.
 
-    python -m edgefire.bench_channels --trained artifacts-of-a-build --work .bench-channels \
+    python -m edgefire.bench.channels --trained artifacts-of-a-build --work .bench-channels \
         --out artifacts/bench-channels.json
 
 Each row copies the reference's trained model and records into a folder of its own and runs

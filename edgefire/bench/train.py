@@ -7,7 +7,7 @@ pipeline also augments every image; the plain fit takes pre-normalized NumPy arr
 two logical devices share the same cores: their figure checks the plumbing of
 `MirroredStrategy` (its split and all-reduce), it is not a speed-up on this machine.
 
-    python -m edgefire.bench --data PATH [--steps N] [--out FILE]
+    python -m edgefire.bench.train --data PATH [--steps N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import platform
 import time
 from pathlib import Path
 
-from edgefire import data, distribute, fitting
-from edgefire import train as training
+from edgefire import data
 from edgefire.config import TrainConfig
+from edgefire.stages import distribute, fitting
+from edgefire.stages import train as training
 
 
 def _model(config: TrainConfig, splits: data.Splits):
