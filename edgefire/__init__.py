@@ -3,12 +3,7 @@
 The Python API (`edgefire.build`, `edgefire.verify`) is documented in `edgefire/api.py`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("edgefire")  # pyproject.toml's, the one place it is spelled
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+from edgefire.version import VERSION as __version__  # noqa: F401 (the package's version)
 
 
 def build(*args, **kwargs) -> dict:

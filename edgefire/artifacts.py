@@ -16,8 +16,9 @@ import shutil
 import time
 from pathlib import Path
 
-from edgefire import __version__, layout
+from edgefire import layout
 from edgefire.errors import EdgefireError
+from edgefire.version import VERSION
 
 MANIFEST = layout.MANIFEST
 STAGES = ("train", "prune", "quantize", "export", "verify")
@@ -177,7 +178,7 @@ class Record(dict):
 def load_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not path.exists():
-        return {"schema": SCHEMA, "edgefire_version": __version__, "artifacts": {},
+        return {"schema": SCHEMA, "edgefire_version": VERSION, "artifacts": {},
                 "stages": {}}
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import __version__, artifacts, data, formats, layout, report, runtimes
+from edgefire import artifacts, data, formats, layout, report, runtimes
 from edgefire.config import VerifyConfig, as_dict
 from edgefire.contract import InputContract, of_build
 from edgefire.errors import EdgefireError, GateFailed
 from edgefire.runtimes import matrix
 from edgefire.stages import quant_error
+from edgefire.version import VERSION
 
 
 def network_size(reference: Path) -> dict:
@@ -223,7 +224,7 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         del row["_predicted"]
     result = {
         "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "edgefire_version": __version__,
+        "edgefire_version": VERSION,
         "dataset": {"source": source, "name": Path(source).name or source,
                     "test_images": int(len(dataset.y_test))},
         "input": contract.to_json(),
