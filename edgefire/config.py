@@ -89,8 +89,9 @@ class TrainConfig:
 
     def __post_init__(self):
         """Check every value; fill the learning rate and weight decay left at None with the
-        optimizer's own (a given model's: the fine-tuning rate); store the data and model
-        paths resolved, so later stages run from anywhere."""
+        optimizer's own (a given model's: the fine-tuning rate); store the model path
+        resolved, so later stages run from anywhere, and the data path as given (a checkout
+        that moves with its data stays up to date; see `data.recorded_source`)."""
         from edgefire.models import ARCHITECTURES, check_size
 
         object.__setattr__(self, "mean", channels(self.mean, "--mean", 0, 255))
@@ -115,8 +116,8 @@ class TrainConfig:
             object.__setattr__(self, "learning_rate", peak)
         if self.weight_decay is None:
             object.__setattr__(self, "weight_decay", decay)
-        if self.data != "cifar10":
-            object.__setattr__(self, "data", str(Path(self.data).expanduser().resolve()))
+        if self.data != "cifar10":  # as given: a relative path is the build's folder's
+            object.__setattr__(self, "data", str(Path(self.data).expanduser()))
         in_range(self.epochs, 0 if self.model else 1, MAX_EPOCHS, "--epochs")
         in_range(self.head_epochs, 0, MAX_EPOCHS, "--head-epochs")
         in_range(self.batch_size, 1, MAX_BATCH, "--batch-size")

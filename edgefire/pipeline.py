@@ -54,19 +54,20 @@ def stages(plan: Plan) -> list[Stage]:
     from edgefire.stages import export, prune, quantize, train
     from edgefire.stages import verify as verification
 
+    data = plan.train.data  # where the data is now: an up-to-date train may have moved
     rows = [Stage("train", train.inputs, train.stage_config(plan.train),
                   lambda f: train.run(plan.train, f, plan.distribute))]
     if plan.prune.magnitude or plan.prune.channels:
         where = None if plan.distribute == "multi-worker" else plan.distribute
         rows.append(Stage("prune", prune.inputs, as_dict(plan.prune),
-                          lambda f: prune.run(plan.prune, f, where=where)))
+                          lambda f: prune.run(plan.prune, f, data, where=where)))
     rows += [
         Stage("quantize", quantize.inputs, as_dict(plan.quantize),
-              lambda f: quantize.run(plan.quantize, f)),
+              lambda f: quantize.run(plan.quantize, f, data)),
         Stage("export", export.inputs, as_dict(plan.export),
-              lambda f: export.run(plan.export, f)),
+              lambda f: export.run(plan.export, f, data)),
         Stage("verify", verification.inputs, as_dict(plan.verify),
-              lambda f: verification.run(plan.verify, f)),
+              lambda f: verification.run(plan.verify, f, data)),
     ]
     return rows
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from edgefire import contract, data, runtimes
 from edgefire.cli import app
-from tests.conftest import BUILD
+from tests.conftest import BUILD, TINY_TRAIN
 
 DEPLOYABLES = ["squeezenet_int8.tflite", "squeezenet_float32.tflite", "squeezenet_float32.onnx",
                "squeezenet_int8.onnx"]
@@ -170,9 +170,11 @@ def test_a_changed_dataset_trains_again_and_a_moved_one_does_not(built, image_fo
                                                                   copy_of, tmp_path):
     folder = copy_of(built)
     moved = Path(shutil.copytree(image_folder, tmp_path / "moved", copy_function=shutil.copy2))
-    result = invoke(*BUILD, "--data", str(moved), "--artifacts", str(folder))
-    assert result.exit_code == 0, result.output  # --data is a train setting: it trains again
-    assert stage_status(folder)["train"] == "ran"
+    result = invoke(*BUILD, "--data", str(moved), "--artifacts", str(folder), "--max-drop",
+                    "100")  # verify runs again (a new gate), on the data where it is now
+    assert result.exit_code == 0, result.output
+    assert stage_status(folder)["train"] == "up to date" and stage_status(folder)["verify"] \
+        == "ran"
     fingerprint = json.loads((folder / "manifest.json").read_text())["stages"]["train"][
         "config"]["data_fingerprint"]
     assert fingerprint == data.source_fingerprint(str(image_folder))  # where is not what
@@ -291,3 +293,24 @@ def test_documented_precision_and_io_options_build_and_verify(built, image_folde
     report = json.loads((folder / "report.json").read_text())
     row = next(r for r in report["artifacts"] if r["name"] == gated)
     assert row["accuracy"] > 0.5 and report["passed"]
+
+
+def test_a_relative_data_path_is_kept_as_given_and_a_moved_project_is_up_to_date(
+        image_folder, tmp_path, monkeypatch):
+    from edgefire import api, pipeline
+
+    project = tmp_path / "project"
+    shutil.copytree(image_folder, project / "data", copy_function=shutil.copy2)
+    monkeypatch.chdir(project)
+    result = invoke("train", "--data", "data", "--artifacts", "out", *TINY_TRAIN)
+    assert result.exit_code == 0, result.output
+    assert json.loads(Path("out/train.json").read_text())["config"]["data"] == "data"
+    moved = project.rename(tmp_path / "moved")
+    monkeypatch.chdir(moved)
+    plan = api.plan({"train": {"data": "data", "epochs": 3, "batch_size": 32, "seed": 1,
+                               "learning_rate": 0.05}})
+    assert not pipeline.training_needed(plan, Path("out"))
+    monkeypatch.chdir(tmp_path)
+    result = invoke("prune", "--artifacts", str(moved / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "the build's data data is not found" in result.output and "--data" in result.output

@@ -85,12 +85,23 @@ def check_apart(source: str, folder: Path) -> None:
                             "the data outside the folder edgefire writes")
 
 
+def recorded_source(train_meta: dict, override: str | None = None) -> str:
+    """The data a build trained on: `override`, or the source train.json records as it was
+    given (a relative path is taken from the folder the build ran in)."""
+    source = override or train_meta["config"]["data"]
+    if override is None and source != "cifar10" and not Path(source).expanduser().exists():
+        raise EdgefireError(f"the build's data {source} is not found from {Path.cwd()} (a "
+                            "relative path is the folder the build ran in): run from there or "
+                            "pass --data PATH")
+    return source
+
+
 def of_build(train_meta: dict, override: str | None = None) -> tuple[Dataset, Splits]:
     """The dataset and splits a build trained on (its source, input size, seed and limit)."""
     from edgefire.contract import of_build as contract_of
 
     config = train_meta["config"]
-    dataset = load(override or config["data"], contract_of(train_meta).size)
+    dataset = load(recorded_source(train_meta, override), contract_of(train_meta).size)
     return dataset, split(dataset, config["val_size"], config["seed"], config["limit"])
 
 
