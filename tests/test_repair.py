@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from edgefire import artifacts
 from edgefire.cli import app
-from tests.conftest import BUILD, TINY_TRAIN
+from tests.conftest import BUILD
 from tests.test_pipeline import DEPLOYABLES
 from tests.test_reliability import start, wait_for_epochs
 
@@ -218,16 +218,6 @@ def test_diverging_training_stops_with_one_line_and_saves_nothing(image_folder, 
     assert "loss nan" in result.output and "--learning-rate on train and build" in result.output
     assert result.output.count("restarting after epoch 0") == 3  # at 1/2, 1/4, 1/8
     assert not (folder / "trained.h5").exists() and not (folder / "history.json").exists()
-
-
-def test_relative_data_is_stored_resolved(image_folder, tmp_path, monkeypatch):
-    monkeypatch.chdir(image_folder.parent)
-    folder = tmp_path / "a"
-    result = invoke("train", "--data", image_folder.name, "--artifacts", str(folder),
-                    *TINY_TRAIN[:2], "--batch-size", "32")
-    assert result.exit_code == 0, result.output
-    assert json.loads((folder / "train.json").read_text())["config"]["data"] == \
-        str(image_folder.resolve())
 
 
 def test_tensorflow_start_up_noise_is_silenced_and_verbose_brings_it_back(built, copy_of):
