@@ -133,3 +133,17 @@ def test_bad_train_options_exit_2_with_one_line(args, needle, tmp_path):
     result = CliRunner().invoke(app, ["train", "--artifacts", str(tmp_path), *args])
     assert result.exit_code == 2
     assert needle in result.output and "Traceback" not in result.output
+
+
+def test_the_warmup_cosine_schedule_is_keras_cosine_decay_one_step_ahead_in_the_warmup():
+    from edgefire.stages import fitting
+    from edgefire.tfenv import keras
+
+    ours = fitting.warmup_cosine_schedule()(0.1, 10, 100)
+    theirs = keras().optimizers.schedules.CosineDecay(0.0, 90, warmup_target=0.1,
+                                                      warmup_steps=10)
+    rates = [(float(ours(step)), float(theirs(step))) for step in range(101)]
+    assert all(abs(a - b) < 1e-7 for a, b in rates[10:])  # the cosine part: the same
+    assert all(abs(a - theirs_next) < 1e-7 for (a, _), (_, theirs_next)
+               in zip(rates[:10], rates[1:11], strict=True))  # the warm-up: one step ahead
+    assert rates[0] == (pytest.approx(0.01), 0.0)

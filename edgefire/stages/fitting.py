@@ -93,7 +93,12 @@ def eval_dataset(x, y, contract: InputContract, batch_size: int = 500):
 
 
 def warmup_cosine_schedule():
-    """A LearningRateSchedule class: linear warm-up to the peak, then cosine decay to zero."""
+    """A LearningRateSchedule class: linear warm-up to the peak, then cosine decay to zero.
+
+    Keras's `CosineDecay(0, total - warm-up, warmup_target=peak, warmup_steps=...)` is the
+    same schedule after the warm-up, but its warm-up starts at 0 (a first step that learns
+    nothing) and stays one step behind; this one starts at peak / warm-up steps.
+    """
     tf = tensorflow()
 
     class WarmupCosine(keras().optimizers.schedules.LearningRateSchedule):
