@@ -172,7 +172,7 @@ def outcome(out: Path) -> dict:
     found = {}
     if (out / "train.json").exists():
         train = json.loads((out / "train.json").read_text())
-        found.update(classes=len(train["classes"]), input_size=train["input_shape"][0],
+        found.update(classes=len(train["classes"]), input_size=train["input"]["size"][0],
                      val_accuracy=train["val_accuracy"])
     recoveries = 0
     for record, key in (("train.json", "recoveries"), ("prune.json", "recoveries"),

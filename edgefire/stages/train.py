@@ -203,7 +203,7 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
                  "train_images": int(len(splits.y_train)),
                  "val_images": int(len(splits.y_val)),
                  "test_images": int(len(splits.y_test))},
-        "classes": classes, "input_shape": list(contract.shape),
+        "classes": classes,
         "input": contract.to_json(), "class_counts": data.class_counts(splits),
         "epochs": config.epochs, "epochs_run": epochs_run, "wall_seconds": round(wall, 1),
         "images_per_second": round(len(splits.y_train) * epochs_run / max(wall, 1e-9), 1),
