@@ -34,6 +34,8 @@ ROWS = {
     "60%": ("--prune", "channels", "--channel-sparsity", "0.6"),
     "100,000 B": ("--prune", "channels", "--target-bytes", "100000"),
     "100,000 B, 48 epochs": ("--prune", "channels", "--target-bytes", "100000", "--epochs", "48"),
+    "100,000 B, 48 epochs, distilled": ("--prune", "channels", "--target-bytes", "100000",
+                                        "--epochs", "48", "--distill"),
 }
 REFERENCE_FILES = ("trained.h5", "history.json", "training.png", "train.json", "manifest.json")
 ROUNDS, CALLS = 7, 300
