@@ -36,6 +36,8 @@ ROWS = {
     "100,000 B, 48 epochs": ("--prune", "channels", "--target-bytes", "100000", "--epochs", "48"),
     "100,000 B, 48 epochs, distilled": ("--prune", "channels", "--target-bytes", "100000",
                                         "--epochs", "48", "--distill"),
+    "100,000 B, 64 epochs, distilled": ("--prune", "channels", "--target-bytes", "100000",
+                                        "--epochs", "64", "--distill"),
 }
 REFERENCE_FILES = ("trained.h5", "history.json", "training.png", "train.json", "manifest.json")
 ROUNDS, CALLS = 7, 300
