@@ -151,9 +151,15 @@ def build(artifacts: str | Path = "artifacts", *, config: str | Path | None = No
     sections = {"train": train, "prune": prune, "quantize": quantize, "export": export,
                 "verify": verify}
     given = {name: values for name, values in sections.items() if values}
-    sources = [project_settings(), read_settings(Path(config)) if config else {},
-               checked(given, "build()")]
-    return pipeline.run(plan(merged(*sources), force, distribute), Path(artifacts), echo=echo)
+    return pipeline.run(plan(settings(given, config, "build()"), force, distribute),
+                        Path(artifacts), echo=echo)
+
+
+def settings(given: dict[str, dict], config: str | Path | None, where: str) -> dict[str, dict]:
+    """What every build and command runs with: the defaults, then the project's
+    `[tool.edgefire]`, then the config file, then `given` (checked, named by `where`)."""
+    return merged(project_settings(), read_settings(Path(config)) if config else {},
+                  checked(given, where))
 
 
 def verify(artifacts: str | Path = "artifacts", data: str | None = None, **values) -> dict:

@@ -132,7 +132,7 @@ def stage_config(section: str, given: dict, config: Path | None):
     """The stage's config: defaults, [tool.edgefire], --config FILE, the options given."""
     from edgefire import api
 
-    return api.stage_config(section, cli_options.settings(given, config))
+    return api.stage_config(section, api.settings(given, config, "the command line"))
 
 
 @app.command()

@@ -10,7 +10,6 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -92,10 +91,3 @@ def with_config_options(sections: tuple[str, ...], on_build: bool = False):
 
     return decorate
 
-
-def settings(given: dict[str, dict], config_file) -> dict[str, dict]:
-    """What every command runs with: the defaults, then the project's `[tool.edgefire]`, then
-    `--config FILE`, then the options given on the command line."""
-    return api.merged(api.project_settings(),
-                      api.read_settings(Path(config_file)) if config_file else {},
-                      api.checked(given, "the command line"))
