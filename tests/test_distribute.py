@@ -103,7 +103,7 @@ def test_a_killed_worker_ends_the_other_with_one_line_and_a_rerun_resumes(tmp_pa
                                                                           image_folder):
     workers, folders, logs = two_workers(tmp_path, image_folder, 3, 8, "run")
     deadline = time.monotonic() + TIMEOUT
-    while "epoch 1/3" not in logs[0].read_text():
+    while "Epoch 1/3" not in logs[0].read_text():
         assert time.monotonic() < deadline and workers[0].poll() is None, logs[0].read_text()
         time.sleep(0.2)
     while not (folders[0] / "train_checkpoint.json").exists():  # epoch 1 is saved

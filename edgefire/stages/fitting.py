@@ -12,7 +12,6 @@ import json
 import math
 import re
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -194,39 +193,6 @@ def add_weight_decay(model, weight_decay: float) -> None:
             model.add_loss(lambda kernel=layer.kernel: regularizer(kernel))
 
 
-class EpochProgress:
-    """A live line per epoch: batch, loss, accuracy and time left; a summary line at its end."""
-
-    def __init__(self, epochs: int, steps: int):
-        self.epochs, self.steps = epochs, steps
-        self.epoch, self.start = 0, time.perf_counter()
-        self.live = sys.stderr.isatty()
-
-    def callback(self):
-        progress = self
-
-        class Callback(keras().callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                progress.epoch, progress.start = epoch, time.perf_counter()
-
-            def on_train_batch_end(self, batch, logs=None):
-                if progress.live and batch % 10 == 0:
-                    spent = time.perf_counter() - progress.start
-                    left = spent / (batch + 1) * (progress.steps - batch - 1)
-                    sys.stderr.write(f"\r  epoch {progress.epoch + 1}/{progress.epochs} "
-                                     f"{batch + 1}/{progress.steps} loss {logs['loss']:.3f} "
-                                     f"acc {logs['accuracy']:.3f} ~{left:.0f}s left   ")
-
-            def on_epoch_end(self, epoch, logs=None):
-                if progress.live:
-                    sys.stderr.write("\r")
-                print(f"  epoch {epoch + 1}/{progress.epochs}: loss {logs['loss']:.3f} "
-                      f"acc {logs['accuracy']:.3f} val_acc {logs['val_accuracy']:.3f} "
-                      f"({time.perf_counter() - progress.start:.0f}s)", flush=True)
-
-        return Callback()
-
-
 # A run whose loss diverges restarts from its last checkpoint at half the learning rate, this
 # many times (down to an eighth); then the stage stops with advice naming a real option.
 MAX_RESTARTS = 3
@@ -382,15 +348,22 @@ def _fit(model, splits: data.Splits, folder: Path, stage: str, config: dict,
                           augmented, contract, teacher)
     try:
         model.fit(ds, epochs=epochs, initial_epoch=done.epochs_run, steps_per_epoch=steps,
-                  verbose=0, validation_data=eval_dataset(splits.x_val, splits.y_val, contract),
+                  verbose=1 if sys.stdout.isatty() else 2,  # a live bar, or a line an epoch
+                  validation_data=eval_dataset(splits.x_val, splits.y_val, contract),
                   callbacks=[stop_on_divergence(model.output_shape[-1]),
                              checkpoint_callback(folder, stage, config, model, done),
-                             EpochProgress(epochs, steps).callback(), *callbacks])
+                             *callbacks, progress_callback()])
     except tensorflow().errors.OpError as exc:
         if placement is None or placement.workers == 1:
             raise
         raise EdgefireError(f"{lost_worker(str(exc))}; rerun every worker's command to resume "
                             "after the last finished epoch") from None
+
+
+def progress_callback():
+    """Keras's progress bar, last: an epoch's line is printed only once its checkpoint is
+    saved, so an interrupt right after the line never loses that epoch."""
+    return keras().callbacks.ProgbarLogger(count_mode="steps")
 
 
 def lost_worker(error: str) -> str:
