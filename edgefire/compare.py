@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgefire import artifacts, layout, report
-from edgefire.contract import of_build
+from edgefire import artifacts, layout, records, report
 from edgefire.errors import EdgefireError
 
 HEADER = ["| folder | arch | parameters | MACs / image | epochs | int8 TFLite bytes | int8 top-1 "
@@ -17,12 +16,13 @@ def row(folder: Path) -> dict:
     """What one build measured: from its train.json, report.json and build.json."""
     from edgefire import models
 
-    train = artifacts.stage_record(folder, "train", "training metadata")
+    trained = records.train(folder)
+    train = trained.rest
     result = report.load(folder)
     # numbers are only as good as the files they came from: a hand-edited or stale report,
     # or one whose files have changed since, is refused
     artifacts.check_set(folder, [layout.REPORT_JSON, layout.record("train")], "compare")
-    arch = train["config"]["arch"]
+    arch = trained.arch
     by_name = {entry["name"]: entry for entry in result["artifacts"]}
     name = layout.deployable(arch, "int8", "tflite")
     int8 = by_name.get(name)
@@ -33,8 +33,8 @@ def row(folder: Path) -> dict:
     macs = pruned.get("multiply_accumulates", {}).get("after") or \
         train.get("multiply_accumulates")
     if macs is None:  # builds from before train.json recorded it
-        macs = models.multiply_accumulates(models.build(arch, of_build(train).shape,
-                                                        len(train["classes"])))
+        macs = models.multiply_accumulates(models.build(arch, trained.contract.shape,
+                                                        len(trained.classes)))
     parameters = pruned.get("parameters", {}).get("after") or train["parameters"]
     return {"folder": str(folder), "arch": arch, "parameters": parameters,
             "macs": macs, "epochs": train["epochs"],

@@ -58,21 +58,6 @@ class InputContract:
                    std=tuple(record["normalize"]["std"]))
 
 
-def of_build(train_meta: dict) -> InputContract:
-    """The contract recorded by `edgefire train` in train.json; one that is not a contract
-    (a hand edit) is one line."""
-    from edgefire.errors import EdgefireError
-
-    try:
-        contract = InputContract.from_json(train_meta.get("input"))
-        if not 1 <= contract.size <= 4096 or len(contract.mean) != 3 or len(contract.std) != 3:
-            raise ValueError(contract)
-    except (KeyError, TypeError, ValueError, IndexError):
-        raise EdgefireError("train.json: its input contract is not one edgefire wrote (edited?): "
-                            "run `edgefire train` again") from None
-    return contract
-
-
 def resize(pixels: np.ndarray, size: int) -> np.ndarray:
     """An HxWx3 uint8 image stretched to size x size as MediaPipe samples it.
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, formats, layout, runtimes
-from edgefire.contract import InputContract, of_build
+from edgefire import artifacts, data, formats, layout, records, runtimes
+from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 
 MAX_LABEL = 1000  # characters: a class name, not a file pasted into labels.txt
@@ -87,7 +87,7 @@ def printable(text: str) -> str:
 def build_contract(folder: Path) -> InputContract | None:
     """The build's contract when its train.json is at hand."""
     if (folder / layout.record("train")).is_file():
-        return of_build(artifacts.stage_record(folder, "train", "training metadata"))
+        return records.train(folder).contract
     return None
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgefire import contract
+from edgefire import records
 from edgefire.cli import app
 from edgefire.models import given as given_model
 from edgefire.tfenv import keras
@@ -278,7 +278,7 @@ def test_a_given_model_builds_to_a_verified_folder_and_a_new_file_rebuilds(cnn_f
     quantized = json.loads((folder / "quantize.json").read_text())
     assert quantized["tensors"]["input"]["dtype"] == "uint8"
     assert quantized["tensors"]["input"]["scale"] == pytest.approx(1.0)  # raw pixels
-    assert contract.of_build(train_json(folder)).std == (1.0, 1.0, 1.0)
+    assert records.train(folder).contract.std == (1.0, 1.0, 1.0)
     again = run(*build)
     assert again.exit_code == 0 and "= train: up to date" in again.output
     small_cnn(seed=7).save(cnn_file)  # the same name, other weights

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from edgefire import records
 from edgefire.cli import app
+from edgefire.errors import EdgefireError
 
 RECORDS = ["train.json", "quantize.json", "export.json", "prune.json", "manifest.json"]
 COMMANDS = [["verify", "--micro-images", "20"], ["export"], ["quantize", "--no-fallback"],
@@ -62,3 +65,34 @@ def test_an_edited_record_is_one_line_from_every_command(built, image_folder, tm
     if result.exit_code == 2:
         errors = [line for line in result.output.splitlines() if line.startswith("edgefire:")]
         assert len(errors) == 1, result.output
+
+
+COMMITTED_TRAIN = Path(__file__).parents[1] / "artifacts" / "train.json"
+
+
+def test_the_committed_train_record_reads_typed(tmp_path):
+    shutil.copy(COMMITTED_TRAIN, tmp_path / "train.json")
+    trained = records.train(tmp_path)
+    assert (trained.arch, trained.seed, trained.built_in) == ("squeezenet", 0, True)
+    assert len(trained.classes) == 10 and trained.contract.shape == (32, 32, 3)
+    assert trained.config["model"] is None  # a setting newer than the record: its old meaning
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r.update(classes="cat"), "'classes' is not a list of class names"),
+    (lambda r: r.update(classes=[]), "'classes' is not a list of class names"),
+    (lambda r: r["config"].update(seed="0"), "config seed is not int"),
+    (lambda r: r["config"].update(label_smoothing=[0.1]), "config label_smoothing is not float"),
+    (lambda r: r["config"].update(colour=1), "unknown setting 'colour'"),
+    (lambda r: r["config"].pop("dropout"), "has no 'dropout'"),
+    (lambda r: r["data"].update(fingerprint=3), "'data' has no fingerprint"),
+    (lambda r: r.update(config=[]), "'config' is not a table of settings"),
+    (lambda r: r.update(data="here"), "'data' has no fingerprint"),
+    (lambda r: r.update(input={"size": [0, 0]}), "input contract is not one edgefire wrote")])
+def test_a_train_record_out_of_shape_is_one_line_naming_it(edit, message, tmp_path):
+    content = json.loads(COMMITTED_TRAIN.read_text())
+    edit(content)
+    (tmp_path / "train.json").write_text(json.dumps(content))
+    with pytest.raises(EdgefireError, match="train") as raised:
+        records.train(tmp_path)
+    assert message in str(raised.value)

@@ -17,11 +17,15 @@ import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgefire.contract import DEFAULT_SIZE, resize
 from edgefire.errors import EdgefireError
+
+if TYPE_CHECKING:
+    from edgefire.records import TrainRecord
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -85,10 +89,10 @@ def check_apart(source: str, folder: Path) -> None:
                             "the data outside the folder edgefire writes")
 
 
-def recorded_source(train_meta: dict, override: str | None = None) -> str:
+def recorded_source(trained: TrainRecord, override: str | None = None) -> str:
     """The data a build trained on: `override`, or the source train.json records as it was
     given (a relative path is taken from the folder the build ran in)."""
-    source = override or train_meta["config"]["data"]
+    source = override or trained.source
     if override is None and source != "cifar10" and not Path(source).expanduser().exists():
         raise EdgefireError(f"the build's data {source} is not found from {Path.cwd()} (a "
                             "relative path is the folder the build ran in): run from there or "
@@ -96,12 +100,10 @@ def recorded_source(train_meta: dict, override: str | None = None) -> str:
     return source
 
 
-def of_build(train_meta: dict, override: str | None = None) -> tuple[Dataset, Splits]:
+def of_build(trained: TrainRecord, override: str | None = None) -> tuple[Dataset, Splits]:
     """The dataset and splits a build trained on (its source, input size, seed and limit)."""
-    from edgefire.contract import of_build as contract_of
-
-    config = train_meta["config"]
-    dataset = load(recorded_source(train_meta, override), contract_of(train_meta).size)
+    config = trained.config
+    dataset = load(recorded_source(trained, override), trained.contract.size)
     return dataset, split(dataset, config["val_size"], config["seed"], config["limit"])
 
 

@@ -22,9 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, formats, layout, metadata, models, runtimes, tflite_converter
+from edgefire import (
+    artifacts,
+    data,
+    formats,
+    layout,
+    metadata,
+    models,
+    records,
+    runtimes,
+    tflite_converter,
+)
 from edgefire.config import ExportConfig, as_dict
-from edgefire.contract import InputContract, of_build
+from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, ToolFailed
 from edgefire.tfenv import quiet, tensorflow
 
@@ -187,11 +197,11 @@ class Sources:
         self.config, self.data_override = config, data_override
         self.quantized = artifacts.read_json(folder / layout.record("quantize"),
                                              "quantize metadata")
-        self.train_meta = artifacts.stage_record(folder, "train", "training metadata")
+        self.trained = records.train(folder)
         self.inputs = inputs(folder)
         self.model_path, self.quantized_path = self.inputs
         self.model = models.load_model(self.model_path)
-        self.arch, self.contract = self.train_meta["config"]["arch"], of_build(self.train_meta)
+        self.arch, self.contract = self.trained.arch, self.trained.contract
         self.notes: dict = {}  # what a maker chose, for export.json
         self._float_onnx: bytes | None = None
 
@@ -204,13 +214,13 @@ class Sources:
 def float32_tflite(sources: Sources) -> bytes:
     tflite, _ = tflite_converter.smallest_encoding(sources.model, "none", "uint8", np.zeros(0),
                                              sources.quantized["sparsity"], sources.contract)
-    return metadata.attach(tflite, sources.arch, sources.train_meta["classes"],
+    return metadata.attach(tflite, sources.arch, sources.trained.classes,
                            sources.contract)
 
 
 def int8_onnx(sources: Sources) -> bytes:
     """The more accurate on the validation split of the two QDQ candidates."""
-    dataset, splits = data.of_build(sources.train_meta, sources.data_override)
+    dataset, splits = data.of_build(sources.trained, sources.data_override)
     calibration = dataset.x_train[np.asarray(sources.quantized["calibration"]["indices"])]
     candidates = {
         "tf2onnx-from-int8-tflite": tflite_int8_onnx(sources.quantized_path,
@@ -269,7 +279,7 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
         for name, data_bytes in content.items():
             artifacts.write_bytes(folder / name, data_bytes)
         artifacts.write_text(folder / layout.LABELS,
-                             metadata.labels_text(sources.train_meta["classes"]))
+                             metadata.labels_text(sources.trained.classes))
         artifacts.write_json(folder / layout.record("export"), result)
     outputs = [folder / name for name in [*content, layout.LABELS, layout.record("export")]]
     made_from = {name: [sources.model_path, *([quantized] if row.from_quantized else [])]

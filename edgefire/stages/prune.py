@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, layout, models
+from edgefire import artifacts, data, layout, models, records
 from edgefire.config import PruneConfig, as_dict
-from edgefire.contract import InputContract, of_build
+from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.models import channels
 from edgefire.stages import distribute, fitting
@@ -58,8 +58,7 @@ def pruned_layer_names(model, config: PruneConfig) -> list[str]:
 
 
 def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
-                train_config: dict, contract: InputContract,
-                placement: distribute.Placement | None = None):
+                trained: records.TrainRecord, placement: distribute.Placement | None = None):
     """Prune and fine-tune `model` with training's seed, label smoothing and dropout; a model
     trained with batch norm is fine-tuned with it re-inserted, then folded again.
 
@@ -70,31 +69,31 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
 
     from edgefire import models
 
-    seed_everything(train_config["seed"])
+    seed_everything(trained.seed)
     steps = math.ceil(len(splits.y_train) / config.batch_size)
-    arch, given = train_config["arch"], not built_in(train_config)
-    unfold = train_config.get("batch_norm", False) and not given  # the user's keep their BN
+    arch, given, contract = trained.arch, not trained.built_in, trained.contract
+    unfold = trained.config["batch_norm"] and not given  # the user's keep their BN
     thinned = {}
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         teacher = frozen_copy(model) if config.distill else None
         if unfold:
-            sample = np.random.default_rng(train_config["seed"]).permutation(
+            sample = np.random.default_rng(trained.seed).permutation(
                 len(splits.y_train))[:UNFOLD_IMAGES]  # the folder's order is by class
             model = models.unfold_batch_norm(model, arch,
                                              contract.normalize(splits.x_train[sample]))
         if not given:  # a given model keeps its own dropout rates
-            models.set_dropout(model, train_config.get("dropout", models.DROPOUT))
+            models.set_dropout(model, trained.config["dropout"])
         if config.channels:
-            model, thinned = thin_to_budget(model, config, splits, contract, train_config)
+            model, thinned = thin_to_budget(model, config, splits, contract, arch)
         wrapped = wrap_for_pruning(model, config, steps) if config.magnitude else model
 
     def compile_at(scale: float) -> None:
         schedule = keras().optimizers.schedules.CosineDecay(config.learning_rate * scale,
                                                             config.epochs * steps)
-        fitting.compile_model(wrapped, schedule, train_config["label_smoothing"],
+        fitting.compile_model(wrapped, schedule, trained.config["label_smoothing"],
                               config.optimizer, distillation(config))
 
-    stage_config = {**as_dict(config), "seed": train_config["seed"]}
+    stage_config = {**as_dict(config), "seed": trained.seed}
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep()] if config.magnitude else []
     fit = fitting.fit_epochs(wrapped, splits, folder, "prune", stage_config, contract,
                              compile_at, callbacks=callbacks, placement=placement,
@@ -126,7 +125,7 @@ MAX_CHANNEL_SPARSITY = 0.95
 
 
 def thin_to_budget(model, config: PruneConfig, splits: data.Splits, contract: InputContract,
-                   train_config: dict):
+                   arch: str):
     """The model with `--channel-sparsity` of its filters removed, or the smallest fraction
     whose int8 TFLite (converted and measured, metadata included) is within `--target-bytes`.
     Returns the thinner model and the record of what was removed."""
@@ -136,13 +135,13 @@ def thin_to_budget(model, config: PruneConfig, splits: data.Splits, contract: In
         calibration = splits.x_train[:CALIBRATION_IMAGES]
         low, high = 0.0, MAX_CHANNEL_SPARSITY
         if int8_bytes(channels.thin(model, channels.plan(model, high)), calibration, contract,
-                      train_config, splits.classes) > config.target_bytes:
+                      arch, splits.classes) > config.target_bytes:
             raise EdgefireError(f"--target-bytes {config.target_bytes}: even with "
                                 f"{high:.0%} of the filters removed the int8 TFLite is larger")
         for _ in range(SEARCH_STEPS):
             middle = (low + high) / 2
             size = int8_bytes(channels.thin(model, channels.plan(model, middle)), calibration,
-                              contract, train_config, splits.classes)
+                              contract, arch, splits.classes)
             search.append({"channel_sparsity": round(middle, 4), "int8_bytes": size})
             low, high = (low, middle) if size <= config.target_bytes else (middle, high)
         ratio = high
@@ -157,26 +156,20 @@ def thin_to_budget(model, config: PruneConfig, splits: data.Splits, contract: In
 CALIBRATION_IMAGES = 64  # enough to convert: the file's bytes do not depend on the ranges
 
 
-def int8_bytes(model, calibration: np.ndarray, contract: InputContract,
-               train_config: dict, classes) -> int:
+def int8_bytes(model, calibration: np.ndarray, contract: InputContract, arch: str,
+               classes) -> int:
     """Bytes of the int8 TFLite (with its metadata) that quantize would write for `model`
     (batch norm folded first, as the file prune writes)."""
     from edgefire import metadata, tflite_converter
 
     tflite = tflite_converter.convert(channels.fold(model), "int8", "uint8", calibration, False,
                               contract)
-    return len(metadata.attach(tflite, train_config["arch"], list(classes), contract))
+    return len(metadata.attach(tflite, arch, list(classes), contract))
 
 
 def inputs(folder: Path) -> list[Path]:
     """What prune reads: the trained model (checked intact)."""
     return [artifacts.artifact_path(folder, layout.TRAINED, "prune")]
-
-
-def built_in(train_config: dict) -> bool:
-    """Whether the build trained one of edgefire's architectures (not a given model or the
-    user's `--arch FILE.py:FUNCTION`)."""
-    return train_config.get("model") is None and train_config.get("arch_file") is None
 
 
 def dense_layers_of(config: PruneConfig, model, given: bool) -> PruneConfig:
@@ -207,15 +200,15 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
     if placement:
         placement.check_batch(config.batch_size)
     trained_path, = inputs(folder)
-    meta = artifacts.stage_record(folder, "train", "training metadata")
+    trained = records.train(folder)
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         model = models.load_model(trained_path)  # its variables are the ones pruning wraps
-    train_config, contract = meta["config"], of_build(meta)
-    config = dense_layers_of(config, model, not built_in(train_config))
-    _, splits = data.of_build(meta, data_override)
+    contract = trained.contract
+    config = dense_layers_of(config, model, not trained.built_in)
+    _, splits = data.of_build(trained, data_override)
     models.check_input_shape(model, splits, trained_path)
     before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
-    pruned, fit, thinned = prune_model(model, config, splits, folder, train_config, contract,
+    pruned, fit, thinned = prune_model(model, config, splits, folder, trained,
                                        placement)
     after = fitting.accuracy(pruned, splits.x_val, splits.y_val, contract)
     names = pruned_layer_names(pruned, config)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, layout, metadata, models, tflite_converter
+from edgefire import artifacts, data, layout, metadata, models, records, tflite_converter
 from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
-from edgefire.contract import InputContract, of_build
+from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, ToolFailed
 from edgefire.stages import fallback, fitting, quant_error
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
@@ -122,39 +122,39 @@ def inputs(folder: Path) -> list[Path]:
 def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) -> dict:
     """Write the quantized TFLite model and its metadata into the artifacts folder."""
     model_path, = inputs(folder)
-    meta = artifacts.stage_record(folder, "train", "training metadata")
-    train_config, contract = meta["config"], of_build(meta)
+    trained = records.train(folder)
+    contract, seed = trained.contract, trained.seed
     model = models.load_model(model_path)
-    dataset, splits = data.of_build(meta, data_override)
+    dataset, splits = data.of_build(trained, data_override)
     models.check_input_shape(model, splits, model_path)
     sparsity = models.kernel_sparsity(model)["overall"]
-    indices = calibration_indices(splits, config.calibration_samples, train_config["seed"])
+    indices = calibration_indices(splits, config.calibration_samples, seed)
     qat_fit = None
     if config.qat:
-        model, qat_fit = quantization_aware(model, config, splits, folder, train_config["seed"],
-                                            train_config["label_smoothing"],
+        model, qat_fit = quantization_aware(model, config, splits, folder, seed,
+                                            trained.config["label_smoothing"],
                                             sparsity > 0.01, contract)
     calibration = dataset.x_train[indices]
     tflite, sparse = tflite_converter.smallest_encoding(model, config.mode, config.io,
                                                         calibration, sparsity, contract)
     layer_error = layer_errors(model, config, calibration, splits, contract,
-                               train_config["seed"])
+                               seed)
     budget = None
     if config.mode == "int8" and len(splits.y_val):
-        retry = Retries(model, config, calibration, splits, contract, folder, train_config,
+        retry = Retries(model, config, calibration, splits, contract, folder, trained,
                         sparsity)
         tflite, budget = fallback.within_budget(
             tflite, fitting.accuracy(model, splits.x_val, splits.y_val, contract),
             config.max_drop, retry.measure, retry.all(layer_error) if config.fallback else ())
-    tflite = metadata.attach(tflite, train_config["arch"], meta["classes"], contract)
+    tflite = metadata.attach(tflite, trained.arch, trained.classes, contract)
     details = tensor_details(tflite)
     check_raw_pixel_input(details, config, contract)
-    out = folder / layout.deployable(train_config["arch"], PRECISIONS[config.mode], "tflite")
+    out = folder / layout.deployable(trained.arch, PRECISIONS[config.mode], "tflite")
     result = {"stage": "quantize", "config": as_dict(config), "source": model_path.name,
               "mode": config.mode, "precision": PRECISIONS[config.mode], "artifact": out.name,
               "sparse_encoding": sparse, "sparsity": sparsity,
               "qat_sparsity": qat_sparsity(model) if config.qat else None,
-              "calibration": {"split": "train", "seed": train_config["seed"],
+              "calibration": {"split": "train", "seed": seed,
                               "indices": [int(i) for i in indices]} if config.mode == "int8"
               else None,
               "tensors": details, "layer_error": layer_error, "fallback": budget,
@@ -178,10 +178,10 @@ class Retries:
 
     def __init__(self, model, config: QuantizeConfig, calibration: np.ndarray,
                  splits: data.Splits, contract: InputContract, folder: Path,
-                 train_config: dict, sparsity: float):
+                 trained: records.TrainRecord, sparsity: float):
         self.model, self.config, self.calibration = model, config, calibration
         self.splits, self.contract, self.folder = splits, contract, folder
-        self.train_config, self.sparsity = train_config, sparsity
+        self.trained, self.sparsity = trained, sparsity
         self._calibrated: bytes | None = None
 
     def measure(self, tflite: bytes) -> float:
@@ -196,8 +196,8 @@ class Retries:
 
     def qat(self) -> tuple[bytes, list[str]]:
         model, _ = quantization_aware(self.model, self.config, self.splits, self.folder,
-                                      self.train_config["seed"],
-                                      self.train_config["label_smoothing"],
+                                      self.trained.seed,
+                                      self.trained.config["label_smoothing"],
                                       self.sparsity > 0.01, self.contract)
         tflite, _ = tflite_converter.smallest_encoding(model, "int8", self.config.io,
                                                        self.calibration, self.sparsity,

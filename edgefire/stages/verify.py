@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, formats, layout, report, runtimes
+from edgefire import artifacts, data, formats, layout, records, report, runtimes
 from edgefire.config import VerifyConfig, as_dict
-from edgefire.contract import InputContract, of_build
+from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, GateFailed
 from edgefire.runtimes import matrix
 from edgefire.stages import quant_error
@@ -206,13 +206,13 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
     reference, precisions, gated, quantized = artifacts_to_verify(folder)
     names = list(precisions)
-    train_meta = artifacts.stage_record(folder, "train", "training metadata")
-    source = data.recorded_source(train_meta, data_override)
-    contract = of_build(train_meta)
+    trained = records.train(folder)
+    source = data.recorded_source(trained, data_override)
+    contract = trained.contract
     dataset = data.load(source, contract.size)
-    if tuple(dataset.classes) != tuple(train_meta["classes"]):
+    if tuple(dataset.classes) != trained.classes:
         raise EdgefireError(f"{source}: classes {list(dataset.classes)} differ from the "
-                            f"model's {train_meta['classes']}")
+                            f"model's {list(trained.classes)}")
     rows = [measure(folder / name, precision, dataset.x_test, dataset.y_test, config,
                     contract, len(dataset.classes)) for name, precision in precisions.items()]
     compare_with_reference(rows, dataset.y_test)
@@ -228,7 +228,7 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "dataset": {"source": source, "name": Path(source).name or source,
                     "test_images": int(len(dataset.y_test))},
         "input": contract.to_json(),
-        "classes": list(train_meta["classes"]),
+        "classes": list(trained.classes),
         "target_bytes": config.max_bytes, "reference": reference,
         **network_size(folder / reference),
         "gates": gates(rows, gated, config), "artifacts": rows}

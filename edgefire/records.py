@@ -1,0 +1,97 @@
+"""Typed records of what `edgefire train` wrote and later stages read.
+
+Each value is stored once in `train.json` and checked when it is read: a hand-edited record,
+or one from another version, is one line naming the file and the stage to rerun, never a
+traceback or a wrong number later. Reports take the rest of the record (history, timings) as
+it is, from `TrainRecord.rest`.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefire import artifacts
+from edgefire.checks import accepts, type_name
+from edgefire.config import TrainConfig
+from edgefire.contract import InputContract
+from edgefire.errors import EdgefireError
+
+# the training settings later stages use; the others are in the record for people to read
+USED = ("data", "arch", "seed", "val_size", "label_smoothing", "batch_norm", "dropout")
+# settings that records from before they existed do not hold, and what they meant then
+ADDED = {"limit": None, "model": None, "arch_file": None}
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    path: Path
+    config: dict  # train's settings as recorded, each of TrainConfig's type
+    classes: tuple[str, ...]
+    contract: InputContract
+    fingerprint: str  # of the data trained on
+    rest: artifacts.Record  # the whole record: history, timings, counts
+
+    @property
+    def arch(self) -> str:
+        return self.config["arch"]
+
+    @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+    @property
+    def source(self) -> str:
+        """The data as given to `train` (a relative path is the build's folder's)."""
+        return self.config["data"]
+
+    @property
+    def built_in(self) -> bool:
+        """One of edgefire's architectures (not a given model or `--arch FILE.py:FUNCTION`)."""
+        return self.config["model"] is None and self.config["arch_file"] is None
+
+
+def train(folder: Path) -> TrainRecord:
+    """The train stage's record in `folder`, checked (and against the manifest)."""
+    record = artifacts.stage_record(folder, "train", "training metadata")
+    classes = record["classes"]
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise _edited(record, "'classes' is not a list of class names")
+    data = record["data"]
+    if not isinstance(data, dict) or not isinstance(data.get("fingerprint"), str):
+        raise _edited(record, "'data' has no fingerprint")
+    return TrainRecord(record.path, _config(record), tuple(classes), contract_of(record),
+                       data["fingerprint"], record)
+
+
+def _config(record: artifacts.Record) -> dict:
+    config = record["config"]
+    if not isinstance(config, dict):
+        raise _edited(record, "'config' is not a table of settings")
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in config.items():
+        if key not in hints:
+            raise _edited(record, f"config has an unknown setting {key!r}")
+        if not accepts(hints[key], value):
+            raise _edited(record, f"config {key} is not {type_name(hints[key])}")
+    for key in USED:
+        config[key]  # noqa: B018 - a Record names the missing key and the stage to rerun
+    return {**ADDED, **config}
+
+
+def contract_of(record: dict) -> InputContract:
+    """The input contract a train record holds; one that is not a contract is one line."""
+    try:
+        contract = InputContract.from_json(record.get("input"))
+        if not 1 <= contract.size <= 4096 or len(contract.mean) != 3 or len(contract.std) != 3:
+            raise ValueError(contract)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise EdgefireError("train.json: its input contract is not one edgefire wrote (edited?): "
+                            "run `edgefire train` again") from None
+    return contract
+
+
+def _edited(record: artifacts.Record, what: str) -> EdgefireError:
+    return EdgefireError(f"{record.path}: {what} (edited, or from another version): run "
+                         "`edgefire train` again")
