@@ -24,8 +24,7 @@ ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n"}
 
 def default_model(folder: Path) -> Path:
     """The quantized TFLite recorded by the build in `folder`."""
-    quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
-    return artifacts.artifact_path(folder, quantized["artifact"], "predict")
+    return artifacts.artifact_path(folder, records.quantize(folder).artifact, "predict")
 
 
 def labels_of(model: Path, folder: Path, own: bool) -> list[str]:

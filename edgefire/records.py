@@ -1,9 +1,10 @@
-"""Typed records of what `edgefire train` wrote and later stages read.
+"""Typed records of what a stage wrote and later stages read (train.json, quantize.json,
+export.json).
 
-Each value is stored once in `train.json` and checked when it is read: a hand-edited record,
+Each value is stored once in its stage's record and checked when it is read: a hand-edited record,
 or one from another version, is one line naming the file and the stage to rerun, never a
 traceback or a wrong number later. Reports take the rest of the record (history, timings) as
-it is, from `TrainRecord.rest`.
+it is, from a record's `rest`.
 """
 
 from __future__ import annotations
@@ -94,4 +95,70 @@ def contract_of(record: dict) -> InputContract:
 
 def _edited(record: artifacts.Record, what: str) -> EdgefireError:
     return EdgefireError(f"{record.path}: {what} (edited, or from another version): run "
-                         "`edgefire train` again")
+                         f"`edgefire {record.stage}` again")
+
+
+@dataclass(frozen=True)
+class QuantizeRecord:
+    path: Path
+    artifact: str  # the quantized TFLite's file name
+    mode: str
+    precision: str
+    sparsity: float
+    calibration: tuple[int, ...]  # train-split indices of the calibration images (int8)
+    rest: artifacts.Record  # fallback, layer error, tensors: for the report
+
+
+def quantize(folder: Path) -> QuantizeRecord:
+    """The quantize stage's record in `folder`, checked (and against the manifest)."""
+    record = artifacts.stage_record(folder, "quantize", "quantize metadata")
+    calibration = record["calibration"]
+    indices = calibration["indices"] if isinstance(calibration, dict) else []
+    if calibration is not None and not (isinstance(indices, list) and all(
+            isinstance(i, int) and i >= 0 for i in indices)):
+        raise _edited(record, "'calibration' is not a list of image indices")
+    sparsity = record["sparsity"]
+    if not isinstance(sparsity, int | float) or not 0 <= sparsity <= 1:
+        raise _edited(record, "'sparsity' is not a fraction")
+    return QuantizeRecord(record.path, _file_name(record, "artifact"),
+                          _text(record, "mode"), _text(record, "precision"), float(sparsity),
+                          tuple(indices), record)
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    path: Path
+    source: str  # the float reference's file name
+    deployables: dict[str, str]  # file name -> precision
+    labels: str
+
+
+def export(folder: Path) -> ExportRecord:
+    """The export stage's record in `folder`, checked (and against the manifest)."""
+    record = artifacts.stage_record(folder, "export", "export metadata")
+    entries = record["deployables"]
+    if not isinstance(entries, dict) or not all(
+            _plain(name) and isinstance(entry, dict) and isinstance(entry.get("precision"), str)
+            for name, entry in entries.items()):
+        raise _edited(record, "'deployables' is not a table of files and their precisions")
+    return ExportRecord(record.path, _file_name(record, "source"),
+                        {name: entry["precision"] for name, entry in entries.items()},
+                        _file_name(record, "labels"))
+
+
+def _text(record: artifacts.Record, key: str) -> str:
+    if not isinstance(record[key], str):
+        raise _edited(record, f"{key!r} is not text")
+    return record[key]
+
+
+def _file_name(record: artifacts.Record, key: str) -> str:
+    """A file name in the artifacts folder: never a path that leads elsewhere."""
+    if not _plain(record[key]):
+        raise _edited(record, f"{key!r} is not a file name in its folder")
+    return record[key]
+
+
+def _plain(name) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name \
+        and "\\" not in name

@@ -96,3 +96,37 @@ def test_a_train_record_out_of_shape_is_one_line_naming_it(edit, message, tmp_pa
     with pytest.raises(EdgefireError, match="train") as raised:
         records.train(tmp_path)
     assert message in str(raised.value)
+
+
+def test_the_committed_quantize_and_export_records_read_typed(tmp_path):
+    for name in ("quantize.json", "export.json"):
+        shutil.copy(COMMITTED_TRAIN.with_name(name), tmp_path / name)
+    quantized, exported = records.quantize(tmp_path), records.export(tmp_path)
+    assert (quantized.artifact, quantized.precision) == ("squeezenet_int8.tflite", "int8")
+    assert len(quantized.calibration) > 0 and exported.labels == "labels.txt"
+    assert exported.deployables["squeezenet_int8.onnx"] == "int8"
+    assert exported.source in ("pruned.h5", "trained.h5")
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("quantize.json", lambda r: r.update(artifact="../../elsewhere.tflite"),
+     "'artifact' is not a file name in its folder"),
+    ("quantize.json", lambda r: r.update(artifact=["a"]), "'artifact' is not a file name"),
+    ("quantize.json", lambda r: r.update(sparsity=2), "'sparsity' is not a fraction"),
+    ("quantize.json", lambda r: r["calibration"].update(indices=["0"]),
+     "'calibration' is not a list of image indices"),
+    ("quantize.json", lambda r: r.update(precision=8), "'precision' is not text"),
+    ("export.json", lambda r: r.update(source="/etc/passwd"), "'source' is not a file name"),
+    ("export.json", lambda r: r["deployables"].update({"..": {"precision": "int8"}}),
+     "'deployables' is not a table of files and their precisions"),
+    ("export.json", lambda r: r["deployables"]["squeezenet_int8.onnx"].pop("precision"),
+     "'deployables' is not a table of files and their precisions")])
+def test_a_quantize_or_export_record_out_of_shape_is_one_line_naming_it(name, edit, message,
+                                                                       tmp_path):
+    content = json.loads(COMMITTED_TRAIN.with_name(name).read_text())
+    edit(content)
+    (tmp_path / name).write_text(json.dumps(content))
+    stage = name.removesuffix(".json")
+    with pytest.raises(EdgefireError, match=f"run `edgefire {stage}` again") as raised:
+        getattr(records, stage)(tmp_path)
+    assert message in str(raised.value) and str(tmp_path / name) in str(raised.value)

@@ -195,8 +195,7 @@ class Sources:
 
     def __init__(self, folder: Path, config: ExportConfig, data_override: str | None):
         self.config, self.data_override = config, data_override
-        self.quantized = artifacts.read_json(folder / layout.record("quantize"),
-                                             "quantize metadata")
+        self.quantized = records.quantize(folder)
         self.trained = records.train(folder)
         self.inputs = inputs(folder)
         self.model_path, self.quantized_path = self.inputs
@@ -213,7 +212,7 @@ class Sources:
 
 def float32_tflite(sources: Sources) -> bytes:
     tflite, _ = tflite_converter.smallest_encoding(sources.model, "none", "uint8", np.zeros(0),
-                                             sources.quantized["sparsity"], sources.contract)
+                                             sources.quantized.sparsity, sources.contract)
     return metadata.attach(tflite, sources.arch, sources.trained.classes,
                            sources.contract)
 
@@ -221,7 +220,7 @@ def float32_tflite(sources: Sources) -> bytes:
 def int8_onnx(sources: Sources) -> bytes:
     """The more accurate on the validation split of the two QDQ candidates."""
     dataset, splits = data.of_build(sources.trained, sources.data_override)
-    calibration = dataset.x_train[np.asarray(sources.quantized["calibration"]["indices"])]
+    calibration = dataset.x_train[np.asarray(sources.quantized.calibration, dtype=int)]
     candidates = {
         "tf2onnx-from-int8-tflite": tflite_int8_onnx(sources.quantized_path,
                                                      sources.config.opset),
@@ -240,15 +239,15 @@ class Deployable:
 
     file_format: str
     precision: str
-    wanted: Callable[[dict], bool]
+    wanted: Callable[[records.QuantizeRecord], bool]
     make: Callable[[Sources], bytes]
     from_quantized: bool = False
 
 
 DEPLOYABLES = (
-    Deployable("tflite", "float32", lambda q: q["precision"] != "float32", float32_tflite),
+    Deployable("tflite", "float32", lambda q: q.precision != "float32", float32_tflite),
     Deployable("onnx", "float32", lambda q: True, lambda sources: sources.float_onnx()),
-    Deployable("onnx", "int8", lambda q: q["mode"] == "int8", int8_onnx, from_quantized=True),
+    Deployable("onnx", "int8", lambda q: q.mode == "int8", int8_onnx, from_quantized=True),
 )
 
 
@@ -267,7 +266,7 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
     content = {name: row.make(sources) for name, row in made.items()}
     quantized = sources.quantized_path
     deployables = {quantized.name: {"format": "tflite",
-                                    "precision": sources.quantized["precision"],
+                                    "precision": sources.quantized.precision,
                                     **formats.of(quantized).io_names(quantized.read_bytes())}}
     deployables.update({name: {"format": row.file_format, "precision": row.precision,
                                **formats.FORMATS[row.file_format].io_names(content[name])}

@@ -173,27 +173,22 @@ def compare_with_reference(rows: list[dict], labels: np.ndarray) -> None:
                                                  "drop_ci95", "mcnemar_p")})
 
 
-def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str], dict]:
+def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str],
+                                                records.QuantizeRecord]:
     """The float reference, every file to measure with its precision, the gated ones and
     quantize's record.
 
     The whole set is checked first: every file present, intact and made from the current
     version of its inputs, so a stale or incomplete set is never certified.
     """
-    exported = artifacts.read_json(folder / layout.record("export"), "export metadata")
-    quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
-    if any("precision" not in entry for entry in exported["deployables"].values()):
-        raise EdgefireError(f"{folder / layout.record('export')}: written by an older edgefire "
-                            "(no precision per file): run `edgefire export` again")
-    precisions = {exported["source"]: "float32",
-                  **{name: entry["precision"] for name, entry in exported["deployables"].items()}}
-    names = list(precisions)
-    artifacts.check_set(folder, [*names, exported["labels"],
+    exported, quantized = records.export(folder), records.quantize(folder)
+    precisions = {exported.source: "float32", **exported.deployables}
+    artifacts.check_set(folder, [*precisions, exported.labels,
                                  *(layout.record(s) for s in ("train", "quantize", "export"))],
                         "verify")
-    gated = {name for name, entry in exported["deployables"].items()
-             if entry["precision"] == quantized["precision"]}
-    return exported["source"], precisions, gated, quantized
+    gated = {name for name, precision in exported.deployables.items()
+             if precision == quantized.precision}
+    return exported.source, precisions, gated, quantized
 
 
 def inputs(folder: Path) -> list[Path]:
@@ -232,9 +227,9 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "target_bytes": config.max_bytes, "reference": reference,
         **network_size(folder / reference),
         "gates": gates(rows, gated, config), "artifacts": rows}
-    if quantized.get("fallback"):
-        result["fallback"] = quantized["fallback"]
-    layer_error = quantized.get("layer_error")
+    if quantized.rest.get("fallback"):
+        result["fallback"] = quantized.rest["fallback"]
+    layer_error = quantized.rest.get("layer_error")
     if layer_error:
         result["layer_error"] = {**layer_error,
                                  "layers": layer_error.get("layers", [])[:quant_error.SHOWN]}
