@@ -135,7 +135,7 @@ CASES = [
      "manifest is unreadable"),
     ("manifest old schema", _old_schema, "verify", 2, "manifest schema 0"),
     ("export metadata garbage", _write("export.json", "[1, 2"), "verify", 2,
-     "export metadata is unreadable"),
+     "export.json: bytes do not match the manifest"),
     ("report forged", _forge_report, "compare {a}", 2, "report.json: bytes do not match"),
     ("unknown dense layer", _no_setup, "prune --keep-dense conv,nosuchlayer", 2,
      "--keep-dense names layers the model does not have"),
