@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from edgefire import models
 from edgefire.cli import app
 from edgefire.errors import EdgefireError
-from edgefire.models import channels
+from edgefire.models import channels, sensitivity
+from edgefire.models.sensitivity import Step
 from edgefire.tfenv import keras
 
 
@@ -159,3 +160,64 @@ def test_distillation_adds_only_the_divergence_from_the_teachers_scores():
     soft = lambda p: np.exp(np.log(p) / 4) / np.exp(np.log(p) / 4).sum()  # noqa: E731
     kl = np.sum(soft(teacher[0]) * np.log(soft(teacher[0]) / soft(student[0])))
     assert differs[0] == pytest.approx(0.9 * 16 * kl + 0.1 * hard[0], rel=1e-4)
+
+
+def test_sensitivity_takes_parameters_where_accuracy_suffers_least():
+    robust, fragile = frozenset({"robust"}), frozenset({"fragile"})
+    # both give 100 of 2000 parameters a level; only the fragile one loses accuracy doing so
+    steps = {
+        robust: [Step(level, 0.9, int(level * 800)) for level in (0, *sensitivity.LEVELS)],
+        fragile: [Step(level, 0.9 - level, int(level * 800)) for level in
+                  (0, *sensitivity.LEVELS)]}
+    table = sensitivity.Sensitivity(steps, parameters=2000)
+
+    def removed(ratios):  # units that share no kernel: their removals add up
+        return sum(int(level * 800) for level in ratios.values())
+
+    assert table.ratios(0.15, removed) == {robust: 0.375, fragile: 0.0}  # robust alone
+    assert table.ratios(0.35, removed) == {robust: 0.75, fragile: 0.125}  # robust gave 600
+    assert table.ratios(0.0, removed) == {robust: 0.0, fragile: 0.0}
+    assert table.ratios(0.99, removed) == {robust: 0.75, fragile: 0.75}  # all LEVELS allow
+
+
+def test_sensitivity_measures_every_unit_at_every_level():
+    model = trained_like("squeezenet")
+    calls = []
+
+    def accuracy(m, x, y):
+        calls.append(m.count_params())
+        return 0.5
+
+    table = sensitivity.measure(model, IMAGES, np.zeros(len(IMAGES)), accuracy)
+    assert len(table.steps) == len(channels.units(model)) == 13  # conv, 4 fires x 3, no conv10
+    assert len(calls) == 1 + 13 * len(sensitivity.LEVELS)
+    removed = [s.removed for s in table.steps[frozenset({"fire2/squeeze1x1"})]]
+    assert removed == sorted(removed) and removed[0] == 0 < removed[-1]
+    total = model.count_params()
+
+    def removed(ratios):
+        return total - channels.thin(model, channels.plan(model, 0.0, ratios)).count_params()
+
+    ratios = table.ratios(0.25, removed)
+    assert 0.25 * total <= removed(ratios) < 0.35 * total  # the goal, not far past it
+
+
+@pytest.mark.slow
+def test_sensitivity_allocation_meets_the_budget_and_records_its_table(trained_folder, copy_of):
+    folder = copy_of(trained_folder)
+    result = CliRunner().invoke(app, [
+        "prune", "--prune", "channels", "--channel-allocation", "sensitivity",
+        "--target-bytes", "60000", "--epochs", "1", "--artifacts", str(folder)])
+    assert result.exit_code == 0, result.output
+    pruned = json.loads((folder / "prune.json").read_text())["channels"]
+    assert pruned["allocation"] == "sensitivity"
+    assert len(pruned["sensitivity"]["units"]) == 13
+    assert all(len(u["accuracy"]) == 1 + len(sensitivity.LEVELS)
+               for u in pruned["sensitivity"]["units"])
+    assert pruned["search"][-1]["int8_bytes"] <= 60_000 or any(
+        s["int8_bytes"] <= 60_000 for s in pruned["search"])
+    kept = {name: f["kept"] / f["before"] for name, f in pruned["filters"].items()}
+    assert len(set(kept.values())) > 1  # not one fraction everywhere
+    result = CliRunner().invoke(app, ["quantize", "--artifacts", str(folder), "--no-fallback"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "squeezenet_int8.tflite").stat().st_size <= 60_000

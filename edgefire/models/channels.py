@@ -105,9 +105,26 @@ def importance(model, name: str) -> np.ndarray:
     return norms
 
 
-def plan(model, ratio: float) -> Plan:
-    """The same fraction `ratio` of filters removed from every prunable convolution (at least
-    one kept); convolutions tied by an addition choose their filters together."""
+@dataclass(frozen=True)
+class Unit:
+    """Convolutions whose filters are removed together (one, or those an addition ties), their
+    filter groups (a filter of each member) and each group's importance."""
+
+    members: frozenset[str]
+    groups: list[list[tuple[str, int]]]
+    scores: np.ndarray
+
+    def kept(self, ratio: float) -> dict[str, list[int]]:
+        """Each member's filters that stay when `ratio` of the groups go (at least one stays)."""
+        count = max(1, round(len(self.groups) * (1 - ratio)))
+        chosen = [self.groups[i] for i in sorted(np.argsort(self.scores)[::-1][:count])]
+        return {name: sorted(f for g in chosen for n, f in g if n == name)
+                for name in self.members}
+
+
+def units(model) -> list[Unit]:
+    """The model's prunable units: every convolution but the classifier, those tied by an
+    addition as one."""
     check_prunable(model)
     protected = {classifier(model)}
     source, ties = origins(model)
@@ -129,18 +146,22 @@ def plan(model, ratio: float) -> Plan:
     for name in convs:
         for f in range(model.get_layer(name).filters):
             groups.setdefault(find((name, f)), []).append((name, f))
-    tied = _tied_convs(groups)
-    kept: dict[str, list[int]] = {}
-    for members in tied:
+    found = []
+    for members in _tied_convs(groups):
         if members & protected:
             continue
         classes = [g for g in groups.values() if g[0][0] in members]
         norms = {name: importance(model, name) for name in members}
-        scores = [sum(norms[n][f] for n, f in g) for g in classes]
-        count = max(1, round(len(classes) * (1 - ratio)))
-        chosen = [classes[i] for i in sorted(np.argsort(scores)[::-1][:count])]
-        for name in members:
-            kept[name] = sorted(f for g in chosen for n, f in g if n == name)
+        scores = np.array([sum(norms[n][f] for n, f in g) for g in classes])
+        found.append(Unit(frozenset(members), classes, scores))
+    return found
+
+
+def plan(model, ratio: float, ratios: dict[frozenset, float] | None = None) -> Plan:
+    """`ratio` of the filters removed from every unit, or each unit's own of `ratios`."""
+    kept: dict[str, list[int]] = {}
+    for unit in units(model):
+        kept.update(unit.kept((ratios or {}).get(unit.members, ratio)))
     return Plan(kept, ratio)
 
 

@@ -13,7 +13,7 @@ from edgefire import artifacts, data, layout, models, records
 from edgefire.config import PruneConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
-from edgefire.models import channels
+from edgefire.models import channels, sensitivity
 from edgefire.stages import distribute, fitting
 from edgefire.tfenv import keras, seed_everything
 
@@ -126,31 +126,49 @@ MAX_CHANNEL_SPARSITY = 0.95
 
 def thin_to_budget(model, config: PruneConfig, splits: data.Splits, contract: InputContract,
                    arch: str):
-    """The model with `--channel-sparsity` of its filters removed, or the smallest fraction
-    whose int8 TFLite (converted and measured, metadata included) is within `--target-bytes`.
-    Returns the thinner model and the record of what was removed."""
+    """The model with `--channel-sparsity` removed, or the least whose int8 TFLite (converted
+    and measured, metadata included) is within `--target-bytes`. Returns the thinner model and
+    the record of what was removed."""
     search = []
     ratio = config.channel_sparsity
+    planned, record = allocation(model, config, splits, contract)
     if config.target_bytes is not None:
         calibration = splits.x_train[:CALIBRATION_IMAGES]
         low, high = 0.0, MAX_CHANNEL_SPARSITY
-        if int8_bytes(channels.thin(model, channels.plan(model, high)), calibration, contract,
+        if int8_bytes(channels.thin(model, planned(high)), calibration, contract,
                       arch, splits.classes) > config.target_bytes:
             raise EdgefireError(f"--target-bytes {config.target_bytes}: even with "
-                                f"{high:.0%} of the filters removed the int8 TFLite is larger")
+                                f"{high:.0%} removed the int8 TFLite is larger")
         for _ in range(SEARCH_STEPS):
             middle = (low + high) / 2
-            size = int8_bytes(channels.thin(model, channels.plan(model, middle)), calibration,
+            size = int8_bytes(channels.thin(model, planned(middle)), calibration,
                               contract, arch, splits.classes)
             search.append({"channel_sparsity": round(middle, 4), "int8_bytes": size})
             low, high = (low, middle) if size <= config.target_bytes else (middle, high)
         ratio = high
-    chosen = channels.plan(model, ratio)
+    chosen = planned(ratio)
     thinner = channels.thin(model, chosen)
-    return thinner, {"channel_sparsity": round(ratio, 4), "search": search,
+    return thinner, {"channel_sparsity": round(ratio, 4), "search": search, **record,
                      "importance": "L1 norm of each filter's folded kernel (kernel x batch "
                                    "norm scale)",
                      "filters": chosen.filters(model)}
+
+
+def allocation(model, config: PruneConfig, splits: data.Splits, contract: InputContract):
+    """How a fraction becomes a plan: the same fraction of every unit's filters (uniform), or
+    that fraction of the parameters, taken where the measured sensitivity is least."""
+    if config.channel_allocation == "uniform":
+        return (lambda ratio: channels.plan(model, ratio)), {"allocation": "uniform"}
+    print("  measuring each layer's sensitivity to channel pruning", flush=True)
+    measured = sensitivity.measure(model, splits.x_val, splits.y_val,
+                                   lambda m, x, y: fitting.accuracy(m, x, y, contract))
+    total = model.count_params()
+
+    def removed(ratios: dict) -> int:
+        return total - channels.thin(model, channels.plan(model, 0.0, ratios)).count_params()
+
+    return (lambda ratio: channels.plan(model, ratio, measured.ratios(ratio, removed))), \
+        {"allocation": "sensitivity", "sensitivity": measured.to_json()}
 
 
 CALIBRATION_IMAGES = 64  # enough to convert: the file's bytes do not depend on the ranges
