@@ -113,6 +113,8 @@ CASES = [
     ("min accuracy 1.5", _no_setup, "verify --min-accuracy 1.5", 2, "<= 1 (got 1.5)"),
     ("gate runtimes", _no_setup, "verify --gate-runtimes nativ", 2, "did you mean 'native'"),
     ("micro images -1", _no_setup, "verify --micro-images -1", 2, "--micro-images must be >= 0"),
+    ("channel allocation", _no_setup, "prune --prune channels --channel-sparsity 0.2 "
+     "--channel-allocation greedy", 2, "--channel-allocation"),
     ("build sparsity 1", _no_setup, "build --sparsity 1", 2, "--sparsity must be"),
     ("data missing", _no_setup, "train --data {d}/nowhere", 2, "data source does not exist"),
     ("data not a source", _text_file_as_data, "train --data {d}/x.txt", 2,

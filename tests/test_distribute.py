@@ -126,6 +126,23 @@ def test_a_killed_worker_ends_the_other_with_one_line_and_a_rerun_resumes(tmp_pa
     assert meta["epochs_run"] == 2 and len(meta["history"]["loss"]) == 3
 
 
+def test_sigterm_ends_a_worker_that_waits_for_its_peers(tmp_path, image_folder):
+    log = tmp_path / "alone.log"
+    alone = start(["train", "--data", str(image_folder), "--epochs", "1", "--distribute",
+                   "multi-worker", "--artifacts", str(tmp_path / "alone")], log,
+                  TF_CONFIG=tf_config(free_ports(2), 0))
+    deadline = time.monotonic() + TIMEOUT
+    while "waiting for" not in log.read_text():
+        assert time.monotonic() < deadline and alone.poll() is None, log.read_text()
+        time.sleep(0.2)
+    time.sleep(1)
+    alone.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert finish([alone]) == [143] and time.monotonic() - sent < 10, log.read_text()
+    assert "terminated (SIGTERM)" in log.read_text() and "Traceback" not in log.read_text()
+    assert not (tmp_path / "alone").exists()
+
+
 @pytest.mark.parametrize("value, message", [
     (None, "needs the TF_CONFIG environment variable"),
     ("{not json", "TF_CONFIG is not valid"),

@@ -19,7 +19,9 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ MODES = ("auto", "none", "mirrored", "multi-worker")
 CPU_DEVICES = "EDGEFIRE_CPU_DEVICES"
 CLUSTER_WAIT = 600  # seconds a worker waits for the others to start before giving up
 HEALTH_INTERVAL = 10  # seconds between the checks that notice a worker has died
+PEER_POLL = 0.5  # seconds between two looks for the workers not yet listening
 
 
 @dataclass
@@ -142,6 +145,7 @@ def _make(mode: str) -> Placement:
     # the class attributes are how TensorFlow's own tests set them.
     collective.CollectiveAllReduceExtended._check_health_initial_timeout = CLUSTER_WAIT
     collective.CollectiveAllReduceExtended._check_health_interval = HEALTH_INTERVAL
+    _wait_for_peers(cluster)
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except (RuntimeError, ValueError, tf.errors.OpError) as exc:
@@ -149,6 +153,44 @@ def _make(mode: str) -> Placement:
     devices = list(strategy.extended.worker_devices)
     return Placement("multi-worker", strategy, devices, len(cluster["cluster"]["worker"]),
                      int(cluster["task"]["index"]))
+
+
+def _wait_for_peers(cluster: dict) -> None:
+    """Return once every other worker is listening, holding this worker's port meanwhile.
+
+    TensorFlow's own wait for the cluster, inside `MultiWorkerMirroredStrategy()`, holds the
+    interpreter lock and replaces the SIGTERM handler: a worker stuck there ignores SIGTERM and
+    Ctrl-C. Waiting here first, in Python, leaves TensorFlow a wait of moments.
+    """
+    workers, index = cluster["cluster"]["worker"], int(cluster["task"]["index"])
+    port = int(workers[index].rpartition(":")[2])
+    try:
+        listener = (socket.create_server(("", port), family=socket.AF_INET6,
+                                         dualstack_ipv6=True)
+                    if socket.has_dualstack_ipv6() else socket.create_server(("", port)))
+    except OSError as exc:
+        raise EdgefireError(f"multi-worker: cannot listen on port {port} ({exc.strerror})"
+                            ) from None
+    waiting = [a for i, a in enumerate(workers) if i != index]
+    deadline, said = time.monotonic() + CLUSTER_WAIT, False
+    with listener:
+        while waiting := [a for a in waiting if not _listening(a)]:
+            if time.monotonic() > deadline:
+                raise EdgefireError(f"multi-worker: {', '.join(waiting)} did not start within "
+                                    f"{CLUSTER_WAIT} s")
+            if not said:
+                print(f"  multi-worker: waiting for {', '.join(waiting)}", flush=True)
+                said = True
+            time.sleep(PEER_POLL)
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def _default_device() -> str:
