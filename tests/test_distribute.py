@@ -143,6 +143,17 @@ def test_sigterm_ends_a_worker_that_waits_for_its_peers(tmp_path, image_folder):
     assert not (tmp_path / "alone").exists()
 
 
+def test_a_worker_whose_port_is_taken_is_one_line(tmp_path, image_folder):
+    with socket.create_server(("", 0)) as taken:
+        ports = [taken.getsockname()[1], *free_ports(1)]
+        log = tmp_path / "taken.log"
+        run = start(["train", "--data", str(image_folder), "--distribute", "multi-worker",
+                     "--artifacts", str(tmp_path / "taken")], log,
+                    TF_CONFIG=tf_config(ports, 0))
+        assert finish([run]) == [2], log.read_text()
+    assert f"edgefire: error: multi-worker: cannot listen on port {ports[0]}" in log.read_text()
+
+
 @pytest.mark.parametrize("value, message", [
     (None, "needs the TF_CONFIG environment variable"),
     ("{not json", "TF_CONFIG is not valid"),
