@@ -11,10 +11,10 @@ from edgefire.errors import EdgefireError
 
 
 def choice(value: str, options, flag: str) -> str:
-    """`value` if it is one of `options`; otherwise an error naming the closest valid one."""
+    """`value` if it is one of `options`; otherwise an error naming a close valid one."""
     if value in options:
         return value
-    close = difflib.get_close_matches(str(value), list(options), n=1, cutoff=0.6)  # no far-fetched guess
+    close = difflib.get_close_matches(str(value), list(options), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise EdgefireError(f"unknown {flag} {value!r}: {hint}(choose from {', '.join(options)})")
 

@@ -38,6 +38,9 @@ ROWS = {
                                         "--epochs", "48", "--distill"),
     "100,000 B, 64 epochs, distilled": ("--prune", "channels", "--target-bytes", "100000",
                                         "--epochs", "64", "--distill"),
+    "100,000 B, 64 epochs, distilled, by sensitivity": (
+        "--prune", "channels", "--target-bytes", "100000", "--epochs", "64", "--distill",
+        "--channel-allocation", "sensitivity"),
 }
 REFERENCE_FILES = ("trained.h5", "history.json", "training.png", "train.json", "manifest.json")
 ROUNDS, CALLS = 7, 300
