@@ -157,10 +157,12 @@ def units(model) -> list[Unit]:
     return found
 
 
-def plan(model, ratio: float, ratios: dict[frozenset, float] | None = None) -> Plan:
-    """`ratio` of the filters removed from every unit, or each unit's own of `ratios`."""
+def plan(model, ratio: float, ratios: dict[frozenset, float] | None = None,
+         found: list[Unit] | None = None) -> Plan:
+    """`ratio` of the filters removed from every unit, or each unit's own of `ratios`
+    (`found`: the model's units, when a caller plans many times)."""
     kept: dict[str, list[int]] = {}
-    for unit in units(model):
+    for unit in found if found is not None else units(model):
         kept.update(unit.kept((ratios or {}).get(unit.members, ratio)))
     return Plan(kept, ratio)
 

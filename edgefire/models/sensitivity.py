@@ -77,10 +77,12 @@ def measure(model, x: np.ndarray, y: np.ndarray, accuracy) -> Sensitivity:
     x, y = x[:IMAGES], y[:IMAGES]
     base, total = accuracy(model, x, y), int(model.count_params())
     steps = {}
-    for unit in channels.units(model):
+    found = channels.units(model)
+    for unit in found:
         rows = [Step(0.0, base, 0)]
         for level in LEVELS:
-            thinner = channels.thin(model, channels.plan(model, 0.0, {unit.members: level}))
+            thinner = channels.thin(model, channels.plan(model, 0.0, {unit.members: level},
+                                                         found))
             rows.append(Step(level, accuracy(thinner, x, y), total - int(thinner.count_params())))
         steps[unit.members] = rows
     return Sensitivity(steps, total)

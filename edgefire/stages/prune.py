@@ -162,12 +162,13 @@ def allocation(model, config: PruneConfig, splits: data.Splits, contract: InputC
     print("  measuring each layer's sensitivity to channel pruning", flush=True)
     measured = sensitivity.measure(model, splits.x_val, splits.y_val,
                                    lambda m, x, y: fitting.accuracy(m, x, y, contract))
-    total = model.count_params()
+    total, found = model.count_params(), channels.units(model)
 
     def removed(ratios: dict) -> int:
-        return total - channels.thin(model, channels.plan(model, 0.0, ratios)).count_params()
+        thinner = channels.thin(model, channels.plan(model, 0.0, ratios, found))
+        return total - thinner.count_params()
 
-    return (lambda ratio: channels.plan(model, ratio, measured.ratios(ratio, removed))), \
+    return (lambda ratio: channels.plan(model, ratio, measured.ratios(ratio, removed), found)), \
         {"allocation": "sensitivity", "sensitivity": measured.to_json()}
 
 
