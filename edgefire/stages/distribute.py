@@ -163,7 +163,7 @@ def _wait_for_peers(cluster: dict) -> None:
     Ctrl-C. Waiting here first, in Python, leaves TensorFlow a wait of moments.
     """
     workers, index = cluster["cluster"]["worker"], int(cluster["task"]["index"])
-    port = int(workers[index].rpartition(":")[2])
+    port = int(_host_port(workers[index])[1])
     try:
         listener = (socket.create_server(("", port), family=socket.AF_INET6,
                                          dualstack_ipv6=True)
@@ -185,9 +185,9 @@ def _wait_for_peers(cluster: dict) -> None:
 
 
 def _listening(address: str) -> bool:
-    host, _, port = address.rpartition(":")
+    host, port = _host_port(address)
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+        socket.create_connection((host, int(port)), timeout=1).close()
     except OSError:
         return False
     return True
@@ -250,12 +250,18 @@ def tf_config() -> dict:
 
 def check_address(address) -> None:
     """A worker address is "host:port" with a port of 1-65535."""
-    host, _, port = str(address).rpartition(":") if isinstance(address, str) else ("", "", "")
+    host, port = _host_port(address) if isinstance(address, str) else ("", "")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise EdgefireError(f"TF_CONFIG: worker address {address!r} is not host:port with a "
                             "port from 1 to 65535")
 
 
 def _loopback(address: str) -> bool:
-    host = address.rpartition(":")[0].strip("[]")
+    host = _host_port(address)[0]
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    """The host (IPv6 brackets removed) and the port of "host:port"."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), port
