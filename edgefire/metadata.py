@@ -16,7 +16,7 @@ import zipfile
 
 import flatbuffers
 
-from edgefire import layout
+from edgefire import layout, tflite_file
 from edgefire.contract import InputContract
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -105,10 +105,11 @@ def classifier_metadata(name: str, mean: list[float], std: list[float], labels_f
 
 
 def with_metadata(tflite: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
-    """The model with `metadata` as its TFLITE_METADATA buffer and `files` zipped after it."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite, 0))
+    """The model with `metadata` as its TFLITE_METADATA buffer and `files` zipped after it, its
+    tensor names made short (`tflite_file.shorten_names`)."""
+    schema = tflite_file.schema()
+    model = tflite_file.unpack(tflite)
+    tflite_file.shorten_names(model)
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()]
     buffer = schema.BufferT()
     buffer.data = list(metadata)
@@ -117,9 +118,8 @@ def with_metadata(tflite: bytes, metadata: bytes, files: dict[str, bytes]) -> by
     entry.name = METADATA_NAME
     entry.buffer = len(model.buffers) - 1
     model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(tflite) + len(metadata) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    out = io.BytesIO(bytes(builder.Output()))
+    packed = tflite_file.pack(model, len(tflite) + len(metadata) + 1024)
+    out = io.BytesIO(packed)
     out.seek(0, io.SEEK_END)
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
         for name, content in files.items():

@@ -175,6 +175,8 @@ def test_sensitivity_takes_parameters_where_accuracy_suffers_least():
         return sum(int(level * 800) for level in ratios.values())
 
     assert table.ratios(0.15, removed) == {robust: 0.375, fragile: 0.0}  # robust alone
+    # 275 parameters: robust's third step taken three quarters of the way
+    assert table.ratios(0.1375, removed) == {robust: 0.34375, fragile: 0.0}
     assert table.ratios(0.35, removed) == {robust: 0.75, fragile: 0.125}  # robust gave 600
     assert table.ratios(0.0, removed) == {robust: 0.0, fragile: 0.0}
     assert table.ratios(0.99, removed) == {robust: 0.75, fragile: 0.75}  # all LEVELS allow
@@ -199,7 +201,7 @@ def test_sensitivity_measures_every_unit_at_every_level():
         return total - channels.thin(model, channels.plan(model, 0.0, ratios)).count_params()
 
     ratios = table.ratios(0.25, removed)
-    assert 0.25 * total <= removed(ratios) < 0.35 * total  # the goal, not far past it
+    assert 0.25 * total <= removed(ratios) < 0.255 * total  # the goal, not past it
 
 
 @pytest.mark.slow

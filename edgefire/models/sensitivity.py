@@ -46,8 +46,9 @@ class Sensitivity:
 
     def ratios(self, fraction: float, removed: Callable[[dict], int]) -> dict[frozenset, float]:
         """A level per unit: the shortest prefix of `path` whose plan removes at least
-        `fraction` of the parameters (or the whole path), `removed(ratios)` counting them on
-        the model (units thinned together share kernels: their sums would overcount)."""
+        `fraction` of the parameters (or the whole path), its last step taken only as far as
+        the goal needs, `removed(ratios)` counting them on the model (units thinned together
+        share kernels: their sums would overcount)."""
         order, goal = self.path(), fraction * self.parameters
 
         def levels(steps: int) -> dict[frozenset, float]:
@@ -58,7 +59,21 @@ class Sensitivity:
         while low < high:
             middle = (low + high) // 2
             low, high = (low, middle) if removed(levels(middle)) >= goal else (middle + 1, high)
-        return levels(low)
+        if low == 0:
+            return levels(0)
+        return self._part_of_step(levels(low - 1), levels(low), order[low - 1], goal, removed)
+
+    @staticmethod
+    def _part_of_step(before: dict, after: dict, unit: frozenset, goal: float,
+                      removed: Callable[[dict], int]) -> dict[frozenset, float]:
+        """`unit` taken from its level in `before` towards `after` in proportion to the
+        parameters the goal still needs: a whole step (an eighth of a layer's filters) would
+        leave bytes of a budget unused."""
+        first, last = removed(before), removed(after)
+        if last <= goal or last == first:
+            return after
+        share = min(max((goal - first) / (last - first), 0.0), 1.0)
+        return {**before, unit: before[unit] + share * (after[unit] - before[unit])}
 
     def _cost(self, unit: frozenset, level: int) -> float:
         here, there = self.steps[unit][level], self.steps[unit][level + 1]
