@@ -41,6 +41,10 @@ ROWS = {
     "100,000 B, 64 epochs, distilled, by sensitivity": (
         "--prune", "channels", "--target-bytes", "100000", "--epochs", "64", "--distill",
         "--channel-allocation", "sensitivity"),
+    **{f"100,000 B, 64 epochs, distilled, by sensitivity, learning rate {rate}": (
+        "--prune", "channels", "--target-bytes", "100000", "--epochs", "64", "--distill",
+        "--channel-allocation", "sensitivity", "--learning-rate", rate)
+       for rate in ("0.04", "0.08")},
 }
 REFERENCE_FILES = ("trained.h5", "history.json", "training.png", "train.json", "manifest.json")
 ROUNDS, CALLS = 7, 300
