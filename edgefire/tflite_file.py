@@ -40,7 +40,7 @@ def shorten_names(model) -> None:
         prefix = _shared_prefix(list(names.values()))
         taken = {_text(subgraph.tensors[i].name) for i in keep}
         for index, name in names.items():
-            short = name.removeprefix(prefix) if prefix else name
+            short = name.removeprefix(prefix)
             unique, count = short, 1
             while unique in taken:
                 count += 1

@@ -50,29 +50,27 @@ class Sensitivity:
         the goal needs, `removed(ratios)` counting them on the model (units thinned together
         share kernels: their sums would overcount)."""
         order, goal = self.path(), fraction * self.parameters
+        counted: dict[int, int] = {}  # parameters removed by each prefix measured
 
         def levels(steps: int) -> dict[frozenset, float]:
             taken = Counter(order[:steps])
             return {unit: self.steps[unit][taken[unit]].level for unit in self.steps}
 
+        def removed_by(steps: int) -> int:
+            if steps not in counted:
+                counted[steps] = removed(levels(steps))
+            return counted[steps]
+
         low, high = 0, len(order)  # removed() grows along the path: bisect it
         while low < high:
             middle = (low + high) // 2
-            low, high = (low, middle) if removed(levels(middle)) >= goal else (middle + 1, high)
-        if low == 0:
-            return levels(0)
-        return self._part_of_step(levels(low - 1), levels(low), order[low - 1], goal, removed)
-
-    @staticmethod
-    def _part_of_step(before: dict, after: dict, unit: frozenset, goal: float,
-                      removed: Callable[[dict], int]) -> dict[frozenset, float]:
-        """`unit` taken from its level in `before` towards `after` in proportion to the
-        parameters the goal still needs: a whole step (an eighth of a layer's filters) would
-        leave bytes of a budget unused."""
-        first, last = removed(before), removed(after)
-        if last <= goal or last == first:
-            return after
-        share = min(max((goal - first) / (last - first), 0.0), 1.0)
+            low, high = (low, middle) if removed_by(middle) >= goal else (middle + 1, high)
+        if low == 0 or removed_by(low) <= goal:
+            return levels(low)
+        # the last step (an eighth of a layer's filters) taken only as far as the goal needs:
+        # a whole one would leave bytes of a budget unused
+        before, after, unit = levels(low - 1), levels(low), order[low - 1]
+        share = (goal - removed_by(low - 1)) / (removed_by(low) - removed_by(low - 1))
         return {**before, unit: before[unit] + share * (after[unit] - before[unit])}
 
     def _cost(self, unit: frozenset, level: int) -> float:
