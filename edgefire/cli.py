@@ -107,10 +107,10 @@ def one_line(text: str) -> str:
 
 def run_stage(action, trust_model_code: bool = False) -> None:
     """Run a stage; expected failures become one line on stderr and their exit code."""
-    from edgefire import models
+    from edgefire.models import stored_code
 
     try:
-        with models.trusting_code(trust_model_code):
+        with stored_code.trusting_code(trust_model_code):
             action()
     except EdgefireError as exc:
         typer.echo(f"edgefire: error: {one_line(exc)}", err=True)

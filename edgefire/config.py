@@ -99,6 +99,12 @@ class TrainConfig:
         if self.model is None and (self.mean is not None or self.std is not None):
             raise EdgefireError("--mean and --std describe the input of a given model "
                                 "(--model); the models edgefire trains take pixel / 255")
+        if self.model is None and self.head_epochs:
+            raise EdgefireError("--head-epochs trains a given model's new head alone "
+                                "(--model); the models edgefire trains have no such head")
+        if self.model is not None and self.head_epochs and self.epochs == 0:
+            raise EdgefireError("--head-epochs needs --epochs >= 1: --epochs 0 takes the "
+                                "model as it is, and a new head must be trained")
         if self.model is not None:
             self._given_model()
         else:
@@ -156,6 +162,9 @@ class TrainConfig:
         if not str(self.model).strip():
             raise EdgefireError("--model must not be empty")
         path = str(Path(self.model).expanduser().resolve())
+        if self.arch not in (TrainConfig.arch, name_of(path)):  # recorded: the model's name
+            raise EdgefireError(f"--model and --arch {self.arch} both say which model to "
+                                "start from; give one of them")
         object.__setattr__(self, "model", path)
         object.__setattr__(self, "arch", name_of(path))
 

@@ -150,6 +150,12 @@ CASES = [
     ("prune learning rate 0", _no_setup, "build --prune-learning-rate 0", 2, "must be > 0"),
     ("qat learning rate 0", _no_setup, "quantize --qat-learning-rate 0", 2,
      "--qat-learning-rate must be > 0"),
+    ("head epochs without a model", _no_setup, "train --head-epochs 2", 2,
+     "--head-epochs trains a given model's new head alone"),
+    ("head epochs as it is", _no_setup, "train --model {d}/m.h5 --epochs 0 --head-epochs 2", 2,
+     "--head-epochs needs --epochs >= 1"),
+    ("model and arch", _no_setup, "build --model {d}/m.h5 --arch squeezenet32", 2,
+     "--model and --arch squeezenet32 both say which model to start from"),
     ("artifacts is a file", _no_setup, "train --data {d} --artifacts {a}/report.json/x", 2,
      "cannot create artifacts folder"),
 ]

@@ -181,7 +181,7 @@ BAD_MODELS = [
      "a grayscale (1-channel) model"),
     ("lambda", "code.h5", _lambda, "layer 'code' is a Lambda layer"),
     ("lambda in a savedmodel", "code_folder", _lambda, "layer 'code' is a Lambda layer"),
-    ("custom layer", "fancy.h5", _custom_layer, "custom layer (MyFancyConv)"),
+    ("custom layer", "fancy.h5", _custom_layer, "custom class (MyFancyConv)"),
     ("keras 3 naming another module", "k3.keras", _keras3_foreign_module,
      "names a class from module 'os'"),
     ("size disagrees", "cnn.h5", lambda p: small_cnn().save(p),
@@ -324,9 +324,9 @@ def test_your_own_architecture_is_trained_by_the_recipe(image_folder, tmp_path):
 
 
 @pytest.mark.parametrize("function, needle", [
-    ("nowhere", "has no attribute 'nowhere'"),
+    ("nowhere", "the file has no function 'nowhere'"),
     ("not_a_model", "returned a int, not a tf_keras Model"),
-    ("broken", "failed: RuntimeError: my bug"),
+    ("broken", "failed in broken(): RuntimeError: my bug"),
 ])
 def test_your_own_architecture_failing_is_one_line(image_folder, tmp_path, function, needle):
     (tmp_path / "nets.py").write_text(NETS)
@@ -334,6 +334,25 @@ def test_your_own_architecture_failing_is_one_line(image_folder, tmp_path, funct
                  "--data", image_folder, "--artifacts", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert needle in result.output and result.output.count("edgefire: error") == 1
+
+
+@pytest.mark.parametrize("source, needle", [
+    ("import sys\nsys.exit(0)\n", "the file exited while being imported (SystemExit 0)"),
+    ("import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--width', "
+     "required=True)\nparser.parse_args()\n",
+     "the file exited while being imported (SystemExit 2)"),
+    ("def net(input_shape, classes):\n    raise SystemExit(3)\n",
+     "the file exited in net() (SystemExit 3)"),
+])
+def test_your_own_architecture_exiting_is_one_line_naming_the_file(source, needle,
+                                                                  image_folder, tmp_path):
+    (tmp_path / "exits.py").write_text(source)
+    result = run("train", "--arch", f"{tmp_path / 'exits.py'}:net", "--epochs", 1,
+                 "--data", image_folder, "--artifacts", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert f"--arch {tmp_path / 'exits.py'}:net: {needle}" in result.output
+    assert result.output.count("edgefire: error") == 1
+    assert "usage: edgefire" not in result.output  # argparse spoke under the file's name
 
 
 def test_the_new_head_trains_alone_first_with_the_body_frozen(cnn_file, three_classes,
@@ -364,3 +383,11 @@ def test_build_takes_mean_and_std_as_train_does(image_folder, tmp_path):
                  "127.5,127.5,127.5", "--data", image_folder, "--artifacts", tmp_path / "out")
     assert result.exit_code == 2 and "nowhere.h5: model file not found" in result.output, \
         result.output
+
+
+def test_head_epochs_with_a_kept_head_is_one_line(cnn_file, image_folder, tmp_path):
+    result = run("train", "--model", cnn_file, "--data", image_folder, "--epochs", 1,
+                 "--head-epochs", 2, "--artifacts", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "already scores the data's 10 classes, so its head is kept" in result.output
+    assert not (tmp_path / "out" / "trained.h5").exists()

@@ -1,5 +1,7 @@
 """Files edgefire reads never run code: a Keras file with a `Lambda` layer (given to predict,
-or planted in an artifacts folder) and a CIFAR-10 batch whose pickle names a function."""
+or planted in an artifacts folder, named or not, nested or wrapped), a `TFOpLambda` naming a
+TensorFlow function that does I/O, a SavedModel whose graph writes a file when restored, and
+a CIFAR-10 batch whose pickle names a function."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 from edgefire import data, models
 from edgefire.cli import app
 from edgefire.errors import EdgefireError
+from edgefire.models import stored_code
 from edgefire.tfenv import keras
 
 
@@ -75,9 +78,9 @@ def test_a_model_saved_as_keras_zip_is_checked_too(tmp_path):
 
 
 def test_an_edgefire_model_has_no_stored_code(trained_folder):
-    models.refuse_stored_code(trained_folder / "trained.h5")  # no error
-    names = [name for _, name in models.stored_layers(
-        models.stored_config(trained_folder / "trained.h5")["config"]["layers"])]
+    stored_code.refuse_stored_code(trained_folder / "trained.h5")  # no error
+    names = [name for _, name, _ in stored_code.stored_entries(
+        stored_code.stored_config(trained_folder / "trained.h5"))]
     assert "fire5/expand3x3" in names and "conv10" in names
 
 

@@ -10,8 +10,6 @@ the layers of `batch_norm=False`.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,19 +131,13 @@ def build(arch: str, input_shape=DEFAULT_SHAPE, classes: int = 10, batch_norm: b
 
 def from_function(source: str, input_shape, classes: int):
     """The model `FILE.py:FUNCTION` returns for (input_shape, classes), checked. The file is
-    the user's own code, run because they named it; its errors are one line."""
-    import importlib.util
-
+    the user's own code, run because they named it; its errors are one line naming it."""
     file, _, function = source.rpartition(":")
-    try:
-        spec = importlib.util.spec_from_file_location("edgefire_user_architecture", file)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        model = getattr(module, function)(tuple(input_shape), classes)
-    except AttributeError as exc:
-        raise EdgefireError(f"--arch {source}: {exc}") from None
-    except Exception as exc:  # the user's code may raise anything
-        raise EdgefireError(f"--arch {source} failed: {type(exc).__name__}: {exc}") from None
+    module = _run_user_file(source, "while being imported", _import_file, file)
+    if not hasattr(module, function):
+        raise EdgefireError(f"--arch {source}: the file has no function {function!r}")
+    model = _run_user_file(source, f"in {function}()", getattr(module, function),
+                           tuple(input_shape), classes)
     if not isinstance(model, keras().Model):
         raise EdgefireError(f"--arch {source} returned a {type(model).__name__}, not a tf_keras "
                             "Model (build it with tf_keras: TF_USE_LEGACY_KERAS=1)")
@@ -155,6 +147,35 @@ def from_function(source: str, input_shape, classes: int):
         raise EdgefireError(f"--arch {source} returned a model of input {have[0]} and "
                             f"{have[1]} outputs for input {want[0]} and {want[1]} classes")
     return model
+
+
+def _import_file(file: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgefire_user_architecture", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_user_file(source: str, where: str, call, *args):
+    """`call(*args)` of the user's code, with its own name as the program's (its argparse
+    sees no edgefire options); an exit or an error of it is one line naming the file.
+    Ctrl-C stays an interrupt."""
+    import sys
+
+    argv = sys.argv
+    sys.argv = [source.rpartition(":")[0]]
+    try:
+        return call(*args)
+    except SystemExit as exc:
+        raise EdgefireError(f"--arch {source}: the file exited {where} "
+                            f"(SystemExit {exc.code})") from None
+    except Exception as exc:  # the user's code may raise anything
+        raise EdgefireError(f"--arch {source} failed {where}: {type(exc).__name__}: "
+                            f"{exc}") from None
+    finally:
+        sys.argv = argv
 
 
 def set_dropout(model, rate: float) -> None:
@@ -239,115 +260,22 @@ def save_model(model, path: Path) -> None:
         model.save(tmp, include_optimizer=False)
 
 
-_TRUSTED = contextvars.ContextVar("trust_model_code", default=False)
-
-
-@contextlib.contextmanager
-def trusting_code(trust: bool = True):
-    """Within this block, model files may load their stored code (`--trust-model-code`)."""
-    token = _TRUSTED.set(trust)
-    try:
-        yield
-    finally:
-        _TRUSTED.reset(token)
-
-
-def code_trusted() -> bool:
-    return _TRUSTED.get()
-
-
 def load_model(path: Path, trust_code: bool | None = None):
     """Load a Keras model file, answering a corrupt or non-model file with one line.
 
-    A model file is untrusted input: unless `trust_code` (by default: inside `trusting_code`),
-    its stored config is read first (JSON, never executed) and a layer that carries Python
-    code (`Lambda`) or a class Keras does not know is refused before Keras deserializes
-    anything.
+    A model file is untrusted input: unless `trust_code` (by default: inside
+    `stored_code.trusting_code`), what it stores is judged first (`stored_code`) and anything
+    that would run code is refused before Keras deserializes anything.
     """
-    trust_code = code_trusted() if trust_code is None else trust_code
+    from edgefire.models import stored_code
+
+    trust_code = stored_code.code_trusted() if trust_code is None else trust_code
     if not trust_code:
-        refuse_stored_code(path)
+        stored_code.refuse_stored_code(path)
     try:
         return keras().models.load_model(path, compile=False, safe_mode=not trust_code)
     except Exception as exc:  # h5py and Keras raise many types for a bad file
         raise EdgefireError(f"{path}: not a readable Keras model ({type(exc).__name__})") from None
-
-
-# layers whose stored config is Python code: deserializing them runs it
-CODE_LAYERS = {"Lambda"}
-# classes a stored config names that are not in keras.layers, and hold no code: models, and
-# TensorFlow ops on Keras tensors (stored by the op's name, looked up in TensorFlow), and
-# Keras 3's dtype policies
-KNOWN_CLASSES = {"Functional", "Sequential", "Model", "TFOpLambda", "SlicingOpLambda",
-                 "DTypePolicy", "FloatDTypePolicy"}
-
-
-def stored_config(path: Path) -> dict | None:
-    """The model config stored in a Keras file (an HDF5 attribute, a .keras zip's
-    config.json, a SavedModel's keras_metadata.pb), parsed as JSON; None when the file holds
-    none (not a model file)."""
-    import json
-    import zipfile
-
-    try:
-        if path.is_dir():
-            return _saved_model_layers(path / "keras_metadata.pb")
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                return json.loads(archive.read("config.json"))
-        import h5py
-
-        with h5py.File(path, "r") as h5:
-            raw = h5.attrs.get("model_config")
-        return json.loads(raw) if raw is not None else None
-    except (OSError, KeyError, ValueError):  # not HDF5 or zip, no config, not JSON
-        return None
-
-
-def _saved_model_layers(metadata: Path) -> dict | None:
-    """A SavedModel's Keras layers (class and name of each node), as a stored config."""
-    import json
-
-    from tf_keras.protobuf import saved_metadata_pb2
-
-    if not metadata.is_file():
-        return None
-    saved = saved_metadata_pb2.SavedMetadata()
-    saved.ParseFromString(metadata.read_bytes())
-    nodes = [json.loads(node.metadata) for node in saved.nodes if node.metadata]
-    return {"config": {"layers": [{"class_name": n.get("class_name"),
-                                   "config": {"name": n.get("name")}}
-                                  for n in nodes if "class_name" in n]}}
-
-
-def stored_layers(config):
-    """Every (class name, layer name) of a stored model config, nested models included."""
-    if isinstance(config, dict):
-        inner = config.get("config")
-        if "class_name" in config and isinstance(inner, dict) and "name" in inner:
-            yield config["class_name"], inner["name"]
-        for value in config.values():
-            yield from stored_layers(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from stored_layers(value)
-
-
-def refuse_stored_code(path: Path) -> None:
-    """One line naming the first layer of `path` that holds code or is unknown to Keras."""
-    config = stored_config(path)
-    if config is None:
-        return  # Keras's own error follows: not a readable model
-    layers = (config.get("config") or {}).get("layers", []) if isinstance(config, dict) else []
-    for class_name, name in stored_layers(layers):
-        if class_name in CODE_LAYERS:
-            raise EdgefireError(
-                f"{path}: layer {name!r} is a {class_name} layer, Python code stored in the "
-                "model file; not run (--trust-model-code runs it, for a file you trust)")
-        if class_name not in KNOWN_CLASSES and not hasattr(keras().layers, class_name):
-            raise EdgefireError(
-                f"{path}: layer {name!r} is a custom layer ({class_name}) that Keras does not "
-                "know; its code is not in the file, so it cannot be loaded")
 
 
 def kernel_sparsity(model, names=None) -> dict:

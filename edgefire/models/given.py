@@ -175,8 +175,9 @@ def open_model(path: str, image_size: int | None):
 
 
 def adapt(model, path: str, size: int, classes: int, mean, std, epochs: int,
-          seed: int) -> Given:
-    """The given model adapted to the data's classes (a new head) and its input contract."""
+          seed: int, head_epochs: int = 0) -> Given:
+    """The given model adapted to the data's classes (a new head) and its input contract;
+    `head_epochs` is refused for a model whose head is kept (nothing to train alone)."""
     notes = {"file": path, "sha256": fingerprint(path),
              "parameters_given": int(model.count_params()),
              "classes_given": int(model.output_shape[-1]), "head": "kept"}
@@ -187,5 +188,9 @@ def adapt(model, path: str, size: int, classes: int, mean, std, epochs: int,
                                 "--epochs)")
         model, replaced = new_head(model, classes, seed)
         notes["head"] = f"replaced {replaced!r} ({notes['classes_given']} -> {classes} classes)"
+    elif head_epochs:
+        raise EdgefireError(f"--head-epochs {head_epochs}: {path} already scores the data's "
+                            f"{classes} classes, so its head is kept and there is no new head "
+                            "to train alone; leave --head-epochs out")
     model, contract, notes["contract"] = with_contract(model, size, mean, std, path)
     return Given(model, contract, notes)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import models, tfenv
+from edgefire import tfenv
 from edgefire.errors import EdgefireError
+from edgefire.models import stored_code
 
 # Keras 3 keys with no tf_keras meaning: weights are copied, so initializers do not matter
 DROPPED_KEYS = ("kernel_initializer", "bias_initializer", "depthwise_initializer",
@@ -39,41 +40,20 @@ def is_keras3(path: Path) -> bool:
 
 def load(path: Path):
     """The tf_keras model equal to the Keras 3 model in `path`; one line for anything else."""
-    if not models.code_trusted():
-        models.refuse_stored_code(path)
-    refuse_foreign_modules(path)
+    if not stored_code.code_trusted():
+        stored_code.refuse_stored_code(path)  # classes from Keras's own modules only
     with tfenv.quiet():
         import keras as keras3
 
         try:
             original = keras3.saving.load_model(path, compile=False,
-                                                 safe_mode=not models.code_trusted())
+                                                 safe_mode=not stored_code.code_trusted())
         except Exception as exc:  # Keras raises many types for a bad file
             raise EdgefireError(f"{path}: not a readable Keras 3 model "
                                 f"({type(exc).__name__}: {exc})") from None
         rebuilt = to_tf_keras(original, path)
     check_same_scores(original, rebuilt, path)
     return rebuilt
-
-
-def refuse_foreign_modules(path: Path) -> None:
-    """A Keras 3 config names the module of every class it stores: only Keras's own are
-    read, so loading never imports a module the file names."""
-    for module in _modules(models.stored_config(path)):
-        if module.split(".")[0] != "keras":
-            raise EdgefireError(f"{path}: the model names a class from module {module!r}, "
-                                "not Keras; not loaded")
-
-
-def _modules(config):
-    if isinstance(config, dict):
-        if isinstance(config.get("module"), str):
-            yield config["module"]
-        for value in config.values():
-            yield from _modules(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from _modules(value)
 
 
 def to_tf_keras(model, path: Path):

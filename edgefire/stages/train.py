@@ -111,7 +111,8 @@ def load_data(config: TrainConfig, placement: distribute.Placement):
         model, size = given_model.open_model(config.model, config.image_size)
         dataset = data.load(config.data, size)
         given = given_model.adapt(model, config.model, size, len(dataset.classes),
-                                  config.mean, config.std, config.epochs, config.seed)
+                                  config.mean, config.std, config.epochs, config.seed,
+                                  config.head_epochs)
     print(f"  given model {config.model}: {given.notes['head']} head; input "
           f"{given.contract.size}x{given.contract.size}, {given.notes['contract']}",
           flush=True)
