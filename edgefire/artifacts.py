@@ -131,6 +131,7 @@ def read_json(path: Path, what: str) -> dict:
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        check_folder_exists(path.parent)
         made_by = f" (run `edgefire {stage}` first)" if stage else ""
         raise EdgefireError(f"{path}: {what} not found{made_by}") from None
     except (OSError, ValueError) as exc:
@@ -138,6 +139,13 @@ def read_json(path: Path, what: str) -> dict:
     if not isinstance(content, dict):
         raise EdgefireError(f"{path}: {what} is not a JSON object: {_rerun(stage)}")
     return Record(content, path, stage)
+
+
+def check_folder_exists(folder: Path) -> None:
+    """An artifacts folder a command reads must be there: said before any file in it."""
+    if not folder.is_dir():
+        raise EdgefireError(f"--artifacts {folder}: no such folder (build one with `edgefire "
+                            "build`, or name the folder of an earlier build)")
 
 
 def stage_record(folder: Path, stage: str, what: str) -> dict:
@@ -229,8 +237,10 @@ def set_aside_manifest(folder: Path) -> Path | None:
 
 def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Path],
                  config: dict, details: dict | None = None, passed: bool = True,
-                 made_from: dict[str, list[Path]] | None = None) -> dict:
-    """Record a finished stage and its output files (bytes, sha256, inputs by hash).
+                 made_from: dict[str, list[Path]] | None = None,
+                 forget: tuple[str, ...] = ()) -> dict:
+    """Record a finished stage and its output files (bytes, sha256, inputs by hash), and
+    drop the stages named in `forget` with their artifacts (the files stay).
 
     Each output is recorded as made from the stage's inputs, or from the ones `made_from`
     names for it, so a file is blamed only for a change in what it was made from.
@@ -240,8 +250,11 @@ def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Pat
     manifest = load_manifest(folder)
     input_hashes = {p.name: manifest["artifacts"].get(p.name, {}).get("sha256") or sha256(p)
                     for p in inputs}
-    for old in [n for n, a in manifest["artifacts"].items() if a["stage"] == stage]:
+    for old in [n for n, a in manifest["artifacts"].items()
+                if a["stage"] == stage or a["stage"] in forget]:
         del manifest["artifacts"][old]
+    for gone in forget:
+        manifest["stages"].pop(gone, None)
     for path in outputs:
         manifest["artifacts"][path.name] = {
             "stage": stage, "path": path.name, "bytes": path.stat().st_size,
@@ -256,15 +269,19 @@ def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Pat
     return manifest
 
 
-def forget_stage(folder: Path, stage: str) -> None:
-    """Drop a stage and its artifacts from the manifest (the files stay until overwritten)."""
-    manifest = load_manifest(folder)
-    if stage not in manifest["stages"]:
-        return
-    del manifest["stages"][stage]
-    manifest["artifacts"] = {n: a for n, a in manifest["artifacts"].items()
-                             if a["stage"] != stage}
-    write_json(folder / MANIFEST, manifest)
+@contextlib.contextmanager
+def created_folder(folder: Path):
+    """Create the artifacts folder for a run; a failed run that created it and wrote nothing
+    into it leaves no empty folder behind."""
+    created = not folder.exists()
+    ensure_folder(folder)
+    try:
+        yield folder
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
 
 
 def artifact_path(folder: Path, name: str, needed_by: str) -> Path:
@@ -282,16 +299,19 @@ def check_set(folder: Path, names: list[str], needed_by: str) -> None:
     """Every named file exists, matches the manifest, and was made from the current version
     of each file it was made from; otherwise one line naming the file and the stage to rerun.
     """
+    check_folder_exists(folder)
     if not (folder / MANIFEST).exists():
         raise EdgefireError(f"{folder / MANIFEST}: missing, so nothing in {folder} can be "
                             "checked: rebuild with `edgefire build`")
     recorded = load_manifest(folder)["artifacts"]
     for name in names:
         entry = recorded.get(name)
-        if entry is None or not (folder / name).exists():
-            stage = entry["stage"] if entry else "the stage that makes it"
+        if entry is None:
+            raise EdgefireError(f"{folder / name}: not recorded in the manifest ({needed_by} "
+                                "needs it): rebuild with `edgefire build`")
+        if not (folder / name).exists():
             raise EdgefireError(f"{folder / name}: missing ({needed_by} needs it): run "
-                                f"`edgefire {stage}` again")
+                                f"`edgefire {entry['stage']}` again")
         check_intact(folder, name, entry)
         for parent, digest in entry["inputs"].items():
             if recorded.get(parent, {}).get("sha256") != digest:

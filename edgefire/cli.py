@@ -361,15 +361,67 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+SUPERVISED = "EDGEFIRE_SUPERVISED"  # set in the worker a supervisor runs
+GRACE_SECONDS = 8  # for a signalled worker to end itself before its supervisor kills it
+
+
 def main() -> None:
     """The console entry point: SIGTERM ends a run like Ctrl-C, with its own exit code.
 
     SIGINT is handled even when started from a shell that ignores it for background jobs
-    (Python keeps an inherited "ignore"), so an interrupt always ends with 130.
+    (Python keeps an inherited "ignore"), so an interrupt always ends with 130. A
+    multi-worker run is supervised (`supervise`).
     """
+    if is_multi_worker(sys.argv[1:]) and not os.environ.get(SUPERVISED):
+        sys.exit(supervise(sys.argv[1:]))
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     app()
+
+
+def is_multi_worker(args: list[str]) -> bool:
+    return "--distribute=multi-worker" in args or any(
+        a == "--distribute" and b == "multi-worker" for a, b in zip(args, args[1:],
+                                                                    strict=False))
+
+
+def supervise(args: list[str]) -> int:
+    """Run a multi-worker command as a child process that this one can always end.
+
+    Once TensorFlow's collective ops run, a worker's main thread, where Python runs signal
+    handlers, can stay inside them for a minute and more, so a worker may not answer SIGTERM.
+    This light process (no TensorFlow) forwards SIGTERM to the worker (Ctrl-C reaches both:
+    they share the terminal's process group), and kills it when it has not ended
+    `GRACE_SECONDS` after either: checkpoints and artifacts are written atomically, so a
+    killed worker loses only the epoch under way.
+    """
+    import subprocess
+    import time
+
+    child = subprocess.Popen([sys.executable, "-m", "edgefire.cli", *args],
+                             env={**os.environ, SUPERVISED: "1"})
+    received: list[tuple[int, float]] = []
+
+    def forward(signum, frame):
+        received.append((signum, time.monotonic()))
+        if signum == signal.SIGTERM and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        try:
+            return child.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        if received and time.monotonic() - received[0][1] > GRACE_SECONDS:
+            child.kill()
+            child.wait()
+            name = signal.Signals(received[0][0]).name
+            print(f"edgefire: terminated ({name}): the worker did not stop within "
+                  f"{GRACE_SECONDS} s and was killed; finished artifacts are intact",
+                  file=sys.stderr, flush=True)
+            return EXIT_TERMINATED if received[0][0] == signal.SIGTERM else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -53,10 +53,12 @@ def report_of_prune(folder: Path) -> dict:
 
 
 def _build_seconds(folder: Path) -> float | None:
-    """Wall time of the last `edgefire build`, only if it ran every stage (not incremental)."""
+    """Wall time of the last `edgefire build`, only if it ran every stage (not incremental)
+    and the manifest records its log."""
     path = folder / layout.BUILD_LOG
-    if not path.exists():
-        return None
+    if layout.BUILD_LOG not in artifacts.load_manifest(folder)["artifacts"]:
+        return None  # only a log the build recorded: a file put there says nothing
+    artifacts.check_set(folder, [layout.BUILD_LOG], "compare")
     build = artifacts.read_json(path, "build log")
     stages, seconds = build.get("stages"), build.get("seconds")
     if not (isinstance(stages, dict) and stages and isinstance(seconds, int | float)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, layout, report
+from edgefire import artifacts, layout, report
 from edgefire.checks import choice
 from edgefire.config import (
     ExportConfig,
@@ -55,15 +55,16 @@ def stages(plan: Plan) -> list[Stage]:
     from edgefire.stages import verify as verification
 
     data = plan.train.data  # where the data is now: an up-to-date train may have moved
+    pruned = plan.prune.magnitude or plan.prune.channels
     rows = [Stage("train", train.inputs, train.stage_config(plan.train),
                   lambda f: train.run(plan.train, f, plan.distribute))]
-    if plan.prune.magnitude or plan.prune.channels:
+    if pruned:
         where = None if plan.distribute == "multi-worker" else plan.distribute
         rows.append(Stage("prune", prune.inputs, as_dict(plan.prune),
                           lambda f: prune.run(plan.prune, f, data, where=where)))
-    rows += [
-        Stage("quantize", quantize.inputs, as_dict(plan.quantize),
-              lambda f: quantize.run(plan.quantize, f, data)),
+    rows += [  # without pruning, quantize takes the trained model and forgets prune's record
+        Stage("quantize", lambda f: quantize.inputs(f, pruned), as_dict(plan.quantize),
+              lambda f: quantize.run(plan.quantize, f, data, pruned)),
         Stage("export", export.inputs, as_dict(plan.export),
               lambda f: export.run(plan.export, f, data)),
         Stage("verify", verification.inputs, as_dict(plan.verify),
@@ -83,12 +84,16 @@ def run(plan: Plan, folder: Path, echo=print) -> dict | None:
         if not placement.is_chief:
             return help_chief_train(plan, folder, placement, echo)
         chief_tells_workers(plan, folder, placement)
-    data.check_apart(plan.train.data, folder)
-    artifacts.ensure_folder(folder)
+    from edgefire.stages import train
+
+    train.check_inputs(plan.train, folder)
+    with artifacts.created_folder(folder):
+        return _run_stages(plan, folder, echo)
+
+
+def _run_stages(plan: Plan, folder: Path, echo) -> dict:
     if plan.force and (aside := artifacts.set_aside_manifest(folder)):
         echo(f"! {folder / artifacts.MANIFEST} was unreadable: kept as {aside}, starting over")
-    if not (plan.prune.magnitude or plan.prune.channels):
-        artifacts.forget_stage(folder, "prune")  # quantize then takes the trained model
     log = {"stages": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start = time.perf_counter()
     for stage in stages(plan):
@@ -109,6 +114,7 @@ def run(plan: Plan, folder: Path, echo=print) -> dict | None:
         log["stages"][stage.name] = {"status": "ran", "seconds": seconds}
     log["seconds"] = round(time.perf_counter() - start, 1)
     artifacts.write_json(folder / layout.BUILD_LOG, log)
+    artifacts.record_stage(folder, "build", [folder / layout.BUILD_LOG], [], {})
     return report.load(folder)  # verify's, whether it ran now or was up to date
 
 

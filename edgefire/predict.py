@@ -9,6 +9,7 @@ labels packed in the TFLite file.
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -29,20 +30,34 @@ def default_model(folder: Path) -> Path:
 
 def labels_of(model: Path, folder: Path, own: bool) -> list[str]:
     """Class names. The build's own model: its labels.txt, checked against the manifest (a
-    file edited after the build is refused). Another file: the labels packed in its TFLite
-    metadata, else a labels.txt beside it."""
+    file edited after the build is refused); when labels.txt is gone, the labels packed in
+    the build's quantized TFLite (said on stderr). Another file: the labels packed in its
+    TFLite metadata, else a labels.txt beside it."""
+    if own and not (folder / layout.LABELS).exists():
+        tflite = default_model(folder)
+        if (labels := packed_labels(tflite)) is not None:
+            print(f"edgefire: {folder / layout.LABELS} is missing: class names from "
+                  f"{tflite.name}'s metadata", file=sys.stderr)
+            return labels
     if own:
         path = artifacts.artifact_path(folder, layout.LABELS, "predict")
         return read_labels(path.read_bytes(), path)
-    if model.suffix in formats.FORMATS["tflite"].suffixes and zipfile.is_zipfile(model):
-        with zipfile.ZipFile(model) as packed:
-            if layout.LABELS in packed.namelist():
-                return read_labels(packed.read(layout.LABELS), model)
+    if (labels := packed_labels(model)) is not None:
+        return labels
     beside = model.parent / layout.LABELS
     if beside.is_file():
         return read_labels(beside.read_bytes(), beside)
     raise EdgefireError(f"{model}: no class names (none in its metadata, no {layout.LABELS} "
                         "beside it)")
+
+
+def packed_labels(model: Path) -> list[str] | None:
+    """The labels packed in a TFLite file's metadata (a zip appended to the flatbuffer)."""
+    if model.suffix in formats.FORMATS["tflite"].suffixes and zipfile.is_zipfile(model):
+        with zipfile.ZipFile(model) as packed:
+            if layout.LABELS in packed.namelist():
+                return read_labels(packed.read(layout.LABELS), model)
+    return None
 
 
 def read_labels(raw: bytes, where: Path) -> list[str]:

@@ -101,6 +101,24 @@ def test_a_layer_channel_pruning_cannot_follow_is_one_line():
         channels.plan(model, 0.5)
 
 
+def test_a_model_with_no_prunable_convolution_is_one_line_and_writes_nothing(image_folder,
+                                                                            tmp_path):
+    layers = keras().layers
+    inputs = layers.Input((32, 32, 3))
+    x = layers.GlobalAveragePooling2D()(layers.AveragePooling2D()(inputs))
+    keras().Model(inputs, layers.Dense(10, activation="softmax")(x)).save(tmp_path / "m.h5")
+    out = tmp_path / "out"
+    run = CliRunner().invoke
+    trained = run(app, ["train", "--model", str(tmp_path / "m.h5"), "--epochs", "0",
+                        "--data", str(image_folder), "--artifacts", str(out)])
+    assert trained.exit_code == 0, trained.output
+    result = run(app, ["prune", "--prune", "channels", "--channel-sparsity", "0.2",
+                       "--artifacts", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "no convolution whose filters can be removed" in result.output
+    assert not (out / "pruned.h5").exists()
+
+
 @pytest.mark.slow
 def test_a_byte_budget_lands_the_int8_file_under_it(trained_folder, copy_of, image_folder):
     folder = copy_of(trained_folder)

@@ -167,6 +167,17 @@ def _keras3_foreign_module(path):
             archive.writestr(name, content)
 
 
+def _poisoned(value):
+    def make(path):
+        model = small_cnn()
+        kernel, *rest = model.layers[2].get_weights()
+        kernel[0, 0, 0, 0] = value
+        model.layers[2].set_weights([kernel, *rest])
+        model.save(path)
+
+    return make
+
+
 def _truncated(path):
     small_cnn().save(path)
     path.write_bytes(path.read_bytes()[:5000])
@@ -176,6 +187,10 @@ BAD_MODELS = [
     ("not a model", "notes.h5", lambda p: p.write_text("hello"), "not a readable Keras model"),
     ("truncated", "cut.h5", _truncated, "not a readable Keras model"),
     ("missing", "nowhere.h5", lambda p: None, "model file not found"),
+    ("text file", "notes.txt", lambda p: p.write_text("hello"), "not a model file edgefire "
+     "reads"),
+    ("nan weights", "nan.h5", _poisoned(float("nan")), "has NaN or infinite weights"),
+    ("infinite weights", "inf.h5", _poisoned(float("inf")), "has NaN or infinite weights"),
     ("two outputs", "two.h5", _two_outputs, "has 1 inputs and 2 outputs"),
     ("grayscale", "gray.h5", lambda p: small_cnn(channels=1).save(p),
      "a grayscale (1-channel) model"),

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from edgefire import artifacts
 from edgefire.cli import app
+from edgefire.errors import EdgefireError
 from tests.conftest import BUILD
 from tests.test_pipeline import DEPLOYABLES
 from tests.test_reliability import start, wait_for_epochs
@@ -233,10 +234,64 @@ def test_tensorflow_start_up_noise_is_silenced_and_verbose_brings_it_back(built,
 
 
 @pytest.mark.parametrize("log", ["{}", '{"stages": [], "seconds": 5}',
-                                 '{"stages": {"train": {"status": "ran"}}, "seconds": "x"}'])
+                                 '{"stages": {"train": {"status": "ran"}}, "seconds": 1}'])
 def test_compare_refuses_a_hand_edited_build_log(built, copy_of, log):
     folder = copy_of(built)
     (folder / "build.json").write_text(log)
     result = invoke("compare", str(folder))
-    assert result.exit_code == 2 and "build.json: not a build log edgefire wrote" in \
+    assert result.exit_code == 2 and "build.json: bytes do not match the manifest" in \
         result.output, result.output
+
+
+def test_compare_ignores_a_build_log_the_manifest_does_not_record(built, copy_of):
+    folder = copy_of(built)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["artifacts"]["build.json"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "build.json").write_text('{"stages": {"train": {"status": "ran"}}, "seconds": 1}')
+    result = invoke("compare", str(folder))
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("| - |")  # no build time: the forged 1 s is not shown
+
+
+def _fails(stage):
+    def run(*args, **kwargs):
+        raise EdgefireError(f"{stage} failed here")
+
+    return run
+
+
+@pytest.mark.parametrize("stage, change, injected", [
+    ("train", ["--data", "{data}/nowhere", "--sparsity", "0"], False),  # a real bad input
+    ("prune", ["--keep-dense", "conv,nosuchlayer"], False),  # a real failure in prune
+    ("quantize", ["--sparsity", "0"], True),  # quantizes the trained model: prune's turn
+    ("export", ["--opset", "14"], True),
+    ("verify", ["--max-bytes", "400000"], True),
+])
+def test_a_build_failing_at_any_stage_leaves_the_manifest_byte_identical(
+        stage, change, injected, built, image_folder, copy_of, monkeypatch):
+    import importlib
+
+    folder = copy_of(built)
+    before = (folder / "manifest.json").read_bytes()
+    if injected:
+        monkeypatch.setattr(importlib.import_module(f"edgefire.stages.{stage}"), "run",
+                            _fails(stage))
+    args = [*BUILD, "--data", str(image_folder), "--artifacts", str(folder),
+            *[a.format(data=image_folder) for a in change]]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert (folder / "manifest.json").read_bytes() == before
+    monkeypatch.undo()
+    assert invoke("verify", "--artifacts", str(folder)).exit_code == 0
+
+
+def test_a_failed_first_build_leaves_no_folder(image_folder, tmp_path):
+    folder = tmp_path / "new"
+    result = invoke("build", "--data", str(tmp_path / "nowhere"), "--artifacts", str(folder))
+    assert result.exit_code == 2 and "data source does not exist" in result.output
+    assert "> train" not in result.output and not folder.exists()
+    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder),
+                    "--model", str(tmp_path / "missing.h5"))
+    assert result.exit_code == 2 and "model file not found" in result.output
+    assert not folder.exists()

@@ -158,3 +158,18 @@ def test_a_foreign_tflite_answers_with_its_own_labels(built, image_folder, tmp_p
     assert result.exit_code == 0, result.output
     own = CliRunner().invoke(app, ["predict", str(image), "--artifacts", str(built), "--json"])
     assert json.loads(result.output)[0]["top"] == json.loads(own.output)[0]["top"]
+
+
+def test_predict_without_labels_txt_reads_the_names_packed_in_the_tflite(built, copy_of,
+                                                                          image_folder):
+    folder = copy_of(built)
+    image = next((image_folder / "test" / "ship").glob("*.png"))
+    before = CliRunner().invoke(app, ["predict", str(image), "--artifacts", str(folder),
+                                      "--json", "--top", "3"])
+    (folder / "labels.txt").unlink()
+    after = CliRunner().invoke(app, ["predict", str(image), "--artifacts", str(folder),
+                                     "--json", "--top", "3"])
+    assert after.exit_code == 0, after.output
+    assert "labels.txt is missing: class names from squeezenet_int8.tflite's metadata" in \
+        after.stderr
+    assert json.loads(after.stdout) == json.loads(before.stdout)

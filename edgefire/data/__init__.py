@@ -9,6 +9,7 @@ the input size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -65,14 +66,20 @@ class Splits:
 
 def load(source: str, size: int = DEFAULT_SIZE) -> Dataset:
     """Load a data source by name or path at size x size, from the cache when it is fresh."""
+    check_exists(source)
     if source == "cifar10":
         return _load_keras_cifar10(size)
     path = Path(source).expanduser()
-    if not path.exists():
+    return _cached(path, size, lambda: _load_path(path, size))
+
+
+def check_exists(source: str) -> None:
+    """A data path that is not there, said before anything is imported or written."""
+    path = Path(source).expanduser()
+    if source != "cifar10" and not path.exists():
         raise EdgefireError(f"{path}: data source does not exist (use 'cifar10', a "
                             "cifar-10-python.tar.gz, a cifar-10-batches-py folder or an "
                             "image-folder root with train/ and test/)")
-    return _cached(path, size, lambda: _load_path(path, size))
 
 
 def check_apart(source: str, folder: Path) -> None:
@@ -237,12 +244,14 @@ def _load_keras_cifar10(size: int) -> Dataset:
     from edgefire.tfenv import keras
 
     try:
-        folder = keras().utils.get_file("cifar-10-batches-py", origin=CIFAR10_URL, untar=True)
-    except Exception as exc:  # urllib raises many types; all mean the same to the user
+        with contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Downloading data"
+            folder = keras().utils.get_file("cifar-10-batches-py", origin=CIFAR10_URL,
+                                            untar=True)
+    except Exception:  # urllib raises many types; all mean the same to the user
         raise EdgefireError(
             f"could not download CIFAR-10 from {CIFAR10_URL} (no network?): pass a local copy "
             "with --data PATH (a cifar-10-python.tar.gz, its cifar-10-batches-py folder or an "
-            f"image-folder root) [{type(exc).__name__}]") from None
+            "image-folder root)") from None
     return _cached(Path(folder), size, lambda: _resized(_load_cifar_folder(Path(folder)), size))
 
 

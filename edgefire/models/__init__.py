@@ -273,9 +273,22 @@ def load_model(path: Path, trust_code: bool | None = None):
     if not trust_code:
         stored_code.refuse_stored_code(path)
     try:
-        return keras().models.load_model(path, compile=False, safe_mode=not trust_code)
+        model = keras().models.load_model(path, compile=False, safe_mode=not trust_code)
     except Exception as exc:  # h5py and Keras raise many types for a bad file
-        raise EdgefireError(f"{path}: not a readable Keras model ({type(exc).__name__})") from None
+        raise EdgefireError(f"{path}: not a readable Keras model (the file is damaged, or not "
+                            f"a Keras model: {type(exc).__name__})") from None
+    check_finite(model, path)
+    return model
+
+
+def check_finite(model, path) -> None:
+    """Every weight a finite number: a NaN or infinity scores at chance and breaks the
+    quantizers far from its cause, so it is named where the model is read."""
+    for layer in model.submodules if hasattr(model, "submodules") else model.layers:
+        for weight in getattr(layer, "weights", []):
+            if not np.all(np.isfinite(weight.numpy())):
+                raise EdgefireError(f"{path}: layer {layer.name!r} has NaN or infinite "
+                                    f"weights ({weight.name}); the model cannot be used")
 
 
 def kernel_sparsity(model, names=None) -> dict:

@@ -154,6 +154,10 @@ def units(model) -> list[Unit]:
         norms = {name: importance(model, name) for name in members}
         scores = np.array([sum(norms[n][f] for n, f in g) for g in classes])
         found.append(Unit(frozenset(members), classes, scores))
+    if not found:
+        raise EdgefireError("--prune channels: the model has no convolution whose filters can "
+                            "be removed (channel pruning thins convolutions other than the "
+                            "classifier); use --prune magnitude, or --sparsity 0")
     return found
 
 

@@ -54,14 +54,31 @@ def fingerprint(path: str) -> str:
     return digest.hexdigest()
 
 
-def load(path: str):
-    """The Keras model in `path`, loaded in safe mode; one line for anything else."""
+MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+def check_file(path: str) -> None:
+    """A model path that is missing or not of a kind edgefire reads: one line, said before
+    anything is loaded."""
     root = Path(path)
     if not root.exists():
         raise EdgefireError(f"{root}: model file not found")
     if root.is_dir() and not (root / "saved_model.pb").exists():
         raise EdgefireError(f"{root}: not a SavedModel folder (no saved_model.pb)")
-    model = keras3.load(root) if keras3.is_keras3(root) else models.load_model(root)
+    if root.is_file() and root.suffix.lower() not in MODEL_SUFFIXES:
+        raise EdgefireError(f"{root}: not a model file edgefire reads (a tf_keras .h5 or "
+                            ".keras file, a Keras 3 .keras file or a SavedModel folder)")
+
+
+def load(path: str):
+    """The Keras model in `path`, loaded in safe mode; one line for anything else."""
+    root = Path(path)
+    check_file(path)
+    if keras3.is_keras3(root):
+        model = keras3.load(root)
+        models.check_finite(model, root)
+    else:
+        model = models.load_model(root)
     if not isinstance(model, keras().Model):
         raise EdgefireError(f"{root}: a SavedModel without Keras metadata; save it with "
                             "tf_keras (model.save(folder))")

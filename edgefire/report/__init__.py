@@ -161,6 +161,19 @@ def chart_text(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def tick_labels(classes: list[str]) -> tuple[list[str], bool]:
+    """Class names as a chart's tick labels, or their indices when the chart's font lacks a
+    glyph of some name (CJK names without a CJK font would be rows of empty boxes); True
+    when the indices stand in."""
+    from matplotlib import font_manager, ft2font
+
+    font = ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties()))
+    glyphs = font.get_charmap()
+    if all(ord(char) in glyphs for name in classes for char in name if not char.isspace()):
+        return [chart_text(name) for name in classes], False
+    return [str(i) for i in range(len(classes))], True
+
+
 def class_table(result: dict) -> list[str]:
     """Per-class top-1 of every artifact (rows: classes), with each class's test images."""
     rows = result["artifacts"]
@@ -201,6 +214,15 @@ def confusion_table(row: dict, classes: list[str]) -> list[str]:
     return lines
 
 
+def chance_line(result: dict) -> str:
+    """The warning of a build whose float reference scores within chance."""
+    learned, reference = result["learned"], result["artifacts"][0]
+    return (f"{reference['name']} scores {reference['accuracy']:.1%} top-1, within chance "
+            f"for {len(result['classes'])} classes (up to {learned['chance_upper']:.1%} on "
+            f"{result['dataset']['test_images']:,} images): the model did not learn "
+            f"({learned['epochs_trained']} epochs trained)")
+
+
 def markdown(result: dict) -> str:
     data = result["dataset"]
     gates = [f"- {'passed' if g['passed'] else 'FAILED'}: {g['name']} = {g['value']:,} "
@@ -212,6 +234,8 @@ def markdown(result: dict) -> str:
              "LiteRT interpreter, onnxruntime; the others under Runtimes); latency is batch 1 "
              "on one thread.", "",
              *table(result), "", "Gates:", *gates, ""]
+    if not result.get("learned", {}).get("above_chance", True):
+        lines[1:1] = ["", f"**Warning: {chance_line(result)}**"]
     if "runtimes" in result["artifacts"][0]:
         lines += ["## Runtimes", "",
                   "Each file in every runtime that takes it. TFLite Micro runs one image per "
@@ -251,7 +275,8 @@ def confusion_chart(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    shown, classes = focus(result), [chart_text(c) for c in result["classes"]]
+    shown = focus(result)
+    classes, by_index = tick_labels(result["classes"])
     counts = np.asarray(shown["confusion"], dtype=float)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     side = max(4.0, 0.6 * len(classes) + 2)
@@ -263,7 +288,8 @@ def confusion_chart(result: dict, path: Path) -> None:
         for (i, j), n in np.ndenumerate(counts):
             ax.text(j, i, f"{int(n)}", ha="center", va="center", fontsize=7,
                     color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
+    index_note = " (class index: the line of labels.txt, from 0)" if by_index else ""
+    ax.set_xlabel(f"predicted{index_note}")
     ax.set_ylabel("true")
     ax.set_title(f"{shown['name']}: top-1 {shown['accuracy']:.2%}")
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")

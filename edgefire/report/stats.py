@@ -44,3 +44,10 @@ def mcnemar_p(reference_correct: np.ndarray, correct: np.ndarray) -> float:
     if only_reference + only_this == 0:
         return 1.0
     return float(binomtest(only_this, only_reference + only_this, 0.5).pvalue)
+
+
+def chance_upper(classes: int, images: int) -> float:
+    """The top of the 95% interval of a guesser's top-1 (1/classes) on `images` images: a
+    model at or below it has not shown that it learned anything."""
+    p = 1 / classes
+    return p + 1.96 * (p * (1 - p) / images) ** 0.5

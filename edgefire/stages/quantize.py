@@ -114,14 +114,20 @@ def tensor_details(tflite: bytes) -> dict:
     return details
 
 
-def inputs(folder: Path) -> list[Path]:
-    """What quantize reads: the float reference (checked intact)."""
+def inputs(folder: Path, pruned: bool = True) -> list[Path]:
+    """What quantize reads: the float reference (checked intact); the trained model for a
+    build without pruning."""
+    if not pruned:
+        return [artifacts.artifact_path(folder, layout.TRAINED, "quantize")]
     return [artifacts.source_model(folder)]
 
 
-def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) -> dict:
-    """Write the quantized TFLite model and its metadata into the artifacts folder."""
-    model_path, = inputs(folder)
+def run(config: QuantizeConfig, folder: Path, data_override: str | None = None,
+        pruned: bool = True) -> dict:
+    """Write the quantized TFLite model and its metadata into the artifacts folder; a build
+    without pruning (`pruned=False`) quantizes the trained model and drops prune's record
+    in the same write of the manifest, so a failure before it leaves the record whole."""
+    model_path, = inputs(folder, pruned)
     trained = records.train(folder)
     contract, seed = trained.contract, trained.seed
     model = models.load_model(model_path)
@@ -166,8 +172,8 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None) 
     names = {"input_names": [details["input"]["name"]],
              "output_names": [details["output"]["name"]]}
     artifacts.record_stage(folder, "quantize", [out, folder / layout.record("quantize")],
-                           [model_path],
-                           as_dict(config), {out.name: names})
+                           [model_path], as_dict(config), {out.name: names},
+                           forget=() if pruned else ("prune",))
     fitting.remove_checkpoint(folder, "qat")
     return result
 

@@ -169,9 +169,21 @@ def stage_config(config: TrainConfig) -> dict:
     return recorded
 
 
+def check_inputs(config: TrainConfig, folder: Path) -> None:
+    """What can be found wrong before TensorFlow loads or anything is written: the data and
+    the model file are there, and the artifacts folder lies apart from the data."""
+    from edgefire.models import given as given_model
+
+    data.check_exists(config.data)
+    if config.model:
+        given_model.check_file(config.model)
+    data.check_apart(config.data, folder)
+
+
 def run(config: TrainConfig, folder: Path, where: str = "auto") -> dict:
     """Train where `where` says (`distribute.MODES`), then write the model, history, curves
     and metadata into the artifacts folder (a temporary one on a non-chief worker)."""
+    check_inputs(config, folder)
     placement = distribute.place(where)  # first: a multi-worker strategy must come first
     placement.check_batch(config.batch_size)
     with placement.output_folder(folder) as out:
@@ -179,9 +191,8 @@ def run(config: TrainConfig, folder: Path, where: str = "auto") -> dict:
 
 
 def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> dict:
-    data.check_apart(config.data, folder)
-    artifacts.ensure_folder(folder)
-    dataset, given = load_data(config, placement)
+    with artifacts.created_folder(folder):
+        dataset, given = load_data(config, placement)
     contract = given.contract if given else config.contract
     recorded = stage_config(config)  # the data as loaded; a later change trains again
     splits = data.split(dataset, config.val_size, config.seed, config.limit)

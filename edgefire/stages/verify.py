@@ -21,6 +21,7 @@ from edgefire import artifacts, data, formats, layout, records, report, runtimes
 from edgefire.config import VerifyConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, GateFailed
+from edgefire.report import stats
 from edgefire.runtimes import matrix
 from edgefire.stages import quant_error
 from edgefire.version import VERSION
@@ -197,6 +198,14 @@ def inputs(folder: Path) -> list[Path]:
     return [folder / exported["source"], *(folder / name for name in exported["deployables"])]
 
 
+def learned(accuracy: float, classes: int, images: int, epochs) -> dict:
+    """Whether the float reference's top-1 is above what guessing gives (its 95% interval):
+    a build below it passes its gates but says that the model did not learn."""
+    upper = stats.chance_upper(classes, images)
+    return {"chance": 1 / classes, "chance_upper": round(upper, 6),
+            "above_chance": accuracy > upper, "epochs_trained": epochs}
+
+
 def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
     reference, precisions, gated, quantized = artifacts_to_verify(folder)
@@ -234,6 +243,10 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         result["layer_error"] = {**layer_error,
                                  "layers": layer_error.get("layers", [])[:quant_error.SHOWN]}
     result["passed"] = all(g["passed"] for g in result["gates"])
+    result["learned"] = learned(rows[0]["accuracy"], len(trained.classes),
+                                len(dataset.y_test), trained.rest.get("epochs_run"))
+    if not result["learned"]["above_chance"]:
+        print(f"! warning: {report.chance_line(result)}", flush=True)
     with artifacts.output_set():
         report.write(folder, result)
     # a failed verify is recorded (compare can check its report) but never "up to date"
