@@ -10,7 +10,10 @@ import sys
 import warnings
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log: its errors too (a tf.data graph built by a newer TensorFlow logs
+# "E0000 ... use_unbounded_threadpool" during pruning's fit, harmless); failures that matter
+# raise in Python. `--verbose` shows it all.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if os.environ.get("EDGEFIRE_VERBOSE") else "3")
 
 
 @contextlib.contextmanager

@@ -73,6 +73,10 @@ def _corrupt_image(folder, data):
     next((data / "train" / "deer").iterdir()).write_bytes(b"not a png")
 
 
+def _data_inside_artifacts(folder, data):
+    shutil.copytree(data, folder / "x")
+
+
 def _text_file_as_data(folder, data):
     (data / "x.txt").write_text("hello")
 
@@ -145,7 +149,7 @@ CASES = [
      "is inside the data source"),
     ("artifacts is the data", _no_setup, "train --data {d} --artifacts {d}", 2,
      "edgefire never writes into your data"),
-    ("data inside artifacts", _no_setup, "build --data {a}/../artifacts/x --artifacts {a}/..",
+    ("data inside artifacts", _data_inside_artifacts, "build --data {a}/../artifacts/x --artifacts {a}/..",
      2, "is inside --artifacts"),
     ("prune learning rate 0", _no_setup, "build --prune-learning-rate 0", 2, "must be > 0"),
     ("qat learning rate 0", _no_setup, "quantize --qat-learning-rate 0", 2,
@@ -156,6 +160,14 @@ CASES = [
      "--head-epochs needs --epochs >= 1"),
     ("model and arch", _no_setup, "build --model {d}/m.h5 --arch squeezenet32", 2,
      "--model and --arch squeezenet32 both say which model to start from"),
+    ("build data missing", _no_setup, "build --data {d}/nowhere", 2,
+     "data source does not exist"),
+    ("model missing", _no_setup, "train --model {d}/nowhere.h5 --data {d}", 2,
+     "model file not found"),
+    ("model a text file", _text_file_as_data, "train --model {d}/x.txt --data {d}", 2,
+     "not a model file edgefire reads"),
+    ("verify no folder", _no_setup, "verify --artifacts {a}/missing", 2,
+     "/missing: no such folder"),
     ("artifacts is a file", _no_setup, "train --data {d} --artifacts {a}/report.json/x", 2,
      "cannot create artifacts folder"),
 ]
