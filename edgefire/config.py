@@ -49,6 +49,13 @@ class TrainConfig:
     std: tuple[float, ...] | None = option(None, "See --mean [default: 255].")
     head_epochs: int = option(0, "A given model with a new head: epochs of the head alone "
                                  "(body frozen) first.")
+    # knowledge distillation in training (stages/teacher.py); the loss is weight x T^2 x KL
+    # at temperature T + (1 - weight) x cross-entropy, as prune's --distill
+    teacher: str | None = option(None, "Distil from a teacher: a Keras model file or a "
+                                 "finished build's folder (its float reference), scoring "
+                                 "each augmented batch; its bytes do not count.")
+    distill_weight: float = 0.9
+    distill_temperature: float = 4.0
     # 40 epochs took 628 s here (16 s each): a third of the 45-minute build. SGD keeps gaining
     # with a longer cosine (README, "Recipe v2"); 120 leaves the build ~10 minutes of headroom.
     epochs: int = option(120, "Training epochs (0 with --model: take it as it is).")
@@ -102,6 +109,14 @@ class TrainConfig:
         if self.model is None and self.head_epochs:
             raise EdgefireError("--head-epochs trains a given model's new head alone "
                                 "(--model); the models edgefire trains have no such head")
+        if self.teacher is not None:
+            if not str(self.teacher).strip():
+                raise EdgefireError("--teacher must not be empty")
+            object.__setattr__(self, "teacher", str(Path(self.teacher).expanduser().resolve()))
+            if self.epochs == 0:
+                raise EdgefireError("--teacher needs --epochs >= 1: --epochs 0 trains nothing")
+        in_range(self.distill_weight, 0, 1, "distill_weight")
+        in_range(self.distill_temperature, 0, None, "distill_temperature", low_open=True)
         if self.model is not None and self.head_epochs and self.epochs == 0:
             raise EdgefireError("--head-epochs needs --epochs >= 1: --epochs 0 takes the "
                                 "model as it is, and a new head must be trained")

@@ -22,7 +22,8 @@ from edgefire.errors import EdgefireError
 # the training settings later stages use; the others are in the record for people to read
 USED = ("data", "arch", "seed", "val_size", "label_smoothing", "batch_norm", "dropout")
 # settings that records from before they existed do not hold, and what they meant then
-ADDED = {"limit": None, "model": None, "arch_file": None}
+ADDED = {"limit": None, "model": None, "arch_file": None, "teacher": None,
+         "distill_weight": 0.9, "distill_temperature": 4.0}
 
 
 @dataclass(frozen=True)

@@ -269,12 +269,14 @@ def test_data_with_other_classes_than_the_model_is_refused(trained_folder, copy_
         in result.output
 
 
-def test_build_stops_at_the_first_failing_stage(tmp_path):
-    missing = tmp_path / "no-data"
-    result = invoke("build", "--data", str(missing), "--artifacts", str(tmp_path / "a"))
+def test_build_stops_at_the_first_failing_stage(image_folder, tmp_path):
+    data = shutil.copytree(image_folder, tmp_path / "data")
+    next((data / "train" / "cat").iterdir()).write_bytes(b"not an image")
+    result = invoke("build", "--data", str(data), "--artifacts", str(tmp_path / "a"))
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith("edgefire: error: train:")
-    shutil.rmtree(tmp_path / "a", ignore_errors=True)
+    assert "> prune" not in result.output
+    assert not (tmp_path / "a").exists()  # the first build's folder, empty, is gone
 
 
 @pytest.mark.parametrize("options, gated", [

@@ -40,6 +40,20 @@ def test_reference_multiply_accumulates_counted_by_hand():
     assert models.multiply_accumulates(models.build("squeezenet32")) > 2 * by_hand
 
 
+def test_resnet8_is_mlperf_tinys_with_its_parameters_counted_by_hand():
+    # stem 3x3x3x16; stack1 two 3x3 16->16; stack2 3x3 16->32, 3x3 32->32, 1x1 16->32;
+    # stack3 the same to 64; dense 64->10; biases; batch norm 4 values a filter of 7 convs
+    weights = (27 * 16 + 2 * 144 * 16 + 144 * 32 + 288 * 32 + 16 * 32 + 288 * 64 + 576 * 64
+               + 32 * 64 + 64 * 10)
+    biases = 16 * 3 + 32 * 3 + 64 * 3 + 10
+    assert models.build("resnet8").count_params() == weights + biases == 77_706
+    assert models.build("resnet8", batch_norm=True).count_params() == 77_706 + 4 * (
+        16 * 3 + 32 * 2 + 64 * 2) == 78_666
+    shapes = {layer.name: layer.output_shape[1:] for layer in models.build("resnet8").layers}
+    assert shapes["stack1/add"] == (32, 32, 16) and shapes["stack2/add"] == (16, 16, 32)
+    assert shapes["stack3/add"] == (8, 8, 64) and shapes["scores"] == (10,)
+
+
 def test_builder_takes_input_shape_and_class_count():
     model = models.build("squeezenet", (32, 32, 3), 4)
     assert model.output_shape == (None, 4)
@@ -147,3 +161,31 @@ def test_the_warmup_cosine_schedule_is_keras_cosine_decay_one_step_ahead_in_the_
     assert all(abs(a - theirs_next) < 1e-7 for (a, _), (_, theirs_next)
                in zip(rates[:10], rates[1:11], strict=True))  # the warm-up: one step ahead
     assert rates[0] == (pytest.approx(0.01), 0.0)
+
+
+def test_a_student_distils_from_a_build_folder_and_records_its_teacher(trained_folder,
+                                                                      image_folder,
+                                                                      tmp_path):
+    from edgefire import artifacts
+    from edgefire.stages import teacher
+
+    out = tmp_path / "student"
+    args = ["train", "--arch", "resnet8", "--teacher", str(trained_folder), "--data",
+            str(image_folder), "--epochs", "1", "--batch-size", "32", "--artifacts", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "train.json").read_text())
+    assert meta["config"]["teacher"] == str(trained_folder.resolve())
+    assert meta["config"]["arch"] == "resnet8" and meta["parameters"] == 77_706
+    recorded = artifacts.load_manifest(out)["stages"]["train"]["config"]
+    assert recorded["teacher_sha256"] == artifacts.sha256(teacher.source(str(trained_folder)))
+    again = CliRunner().invoke(app, ["build", *args[1:], "--sparsity", "0"])
+    assert "= train: up to date" in again.output, again.output
+
+
+def test_a_teacher_of_other_classes_is_one_line(trained_folder, tmp_path):
+    from edgefire.contract import InputContract
+    from edgefire.stages import teacher
+
+    with pytest.raises(EdgefireError, match="scores classes"):
+        teacher.load(str(trained_folder), InputContract(), ("a", "b"))

@@ -27,16 +27,17 @@ DEFAULT_SHAPE = InputContract().shape
 
 
 def _conv(x, filters: int, kernel: int, name: str, batch_norm: bool, strides: int = 1,
-          padding: str = "same"):
-    """A convolution with ReLU; with batch_norm, conv -> `<name>_bn` -> `<name>_relu`."""
+          padding: str = "same", relu: bool = True):
+    """A convolution with ReLU (or none); with batch_norm, conv -> `<name>_bn` ->
+    `<name>_relu`."""
     layers = keras().layers
     if not batch_norm:
         return layers.Conv2D(filters, kernel, strides=strides, padding=padding,
-                             activation="relu", name=name)(x)
+                             activation="relu" if relu else None, name=name)(x)
     x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, name=name)(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                   name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
 def _fire(x, index: int, squeeze: int, expand: int, batch_norm: bool):
@@ -101,16 +102,48 @@ def squeezenet32(input_shape=DEFAULT_SHAPE, classes: int = 10, batch_norm: bool 
     return keras().Model(inputs, _head(x, classes, batch_norm, dropout), name="squeezenet32")
 
 
+def _residual(x, index: int, filters: int, strides: int, batch_norm: bool):
+    """A residual stack of ResNet v1: two 3x3 convolutions (the second without ReLU) added
+    to the input, or to a 1x1 strided projection of it when the shape changes; then ReLU."""
+    name = f"stack{index}"
+    y = _conv(x, filters, 3, f"{name}/conv1", batch_norm, strides=strides)
+    y = _conv(y, filters, 3, f"{name}/conv2", batch_norm, relu=False)
+    if strides != 1:  # no batch norm on the projection, as in MLPerf Tiny's reference
+        x = keras().layers.Conv2D(filters, 1, strides=strides, name=f"{name}/shortcut")(x)
+    x = keras().layers.Add(name=f"{name}/add")([x, y])
+    return keras().layers.ReLU(name=f"{name}/relu")(x)
+
+
+def resnet8(input_shape=DEFAULT_SHAPE, classes: int = 10, batch_norm: bool = False,
+            dropout: float = DROPOUT):
+    """MLPerf Tiny's image-classification ResNet-8 (ResNet v1 for CIFAR-10, from its
+    published description): a 3x3 stem of 16 filters, three residual stacks of 16, 32 and
+    64 filters (the last two stride 2), global average pooling, a dense softmax: 78,666
+    parameters for 32x32x3 and 10 classes as trained (MLPerf's count, batch norm included),
+    77,706 once batch norm is folded. `dropout` is accepted and unused: it has none."""
+    layers = keras().layers
+    inputs = layers.Input(shape=input_shape, name="image")
+    x = _conv(inputs, 16, 3, "conv", batch_norm)
+    x = _residual(x, 1, 16, 1, batch_norm)
+    x = _residual(x, 2, 32, 2, batch_norm)
+    x = _residual(x, 3, 64, 2, batch_norm)
+    x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="scores")(x)
+    return keras().Model(inputs, outputs, name="resnet8")
+
+
 ARCHITECTURES: dict[str, Callable] = {
     "squeezenet": squeezenet,
     "squeezenet_bypass": squeezenet_bypass,
     "squeezenet32": squeezenet32,
+    "resnet8": resnet8,
 }
 
 
 # Input sizes each architecture supports: the smallest leaves a 1x1 map after the pools;
 # the largest is a guard against typos (memory grows with the square of the size).
-SIZES = {"squeezenet": (8, 512), "squeezenet_bypass": (8, 512), "squeezenet32": (8, 512)}
+SIZES = {"squeezenet": (8, 512), "squeezenet_bypass": (8, 512), "squeezenet32": (8, 512),
+         "resnet8": (8, 512)}
 
 
 def check_size(arch: str, size: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgefire import artifacts, data, layout, models
 from edgefire.config import TrainConfig, as_dict
-from edgefire.stages import distribute, fitting
+from edgefire.stages import distribute, fitting, teacher
 from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.TRAINED
@@ -40,15 +40,24 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
     else:
         model = given.model  # loaded in the strategy's scope; its own regularizers only
 
+    distill = (fitting.Distillation(config.distill_weight, config.distill_temperature)
+               if config.teacher else None)
+
     def compile_at(scale: float) -> None:
         schedule = fitting.warmup_cosine_schedule()(config.learning_rate * scale, warmup, total)
-        fitting.compile_model(model, schedule, config.label_smoothing, config.optimizer)
+        fitting.compile_model(model, schedule, config.label_smoothing, config.optimizer,
+                              distill)
 
     contract = given.contract if given else config.contract
     if given is not None and config.head_epochs and given.notes["head"] != "kept":
         train_head_alone(model, config, splits, folder, contract, placement)
+    distilling = None
+    if config.teacher:
+        with placement.strategy.scope():
+            distilling = teacher.load(config.teacher, contract, splits.classes)
     fit = fitting.fit_epochs(model, splits, folder, "train", as_dict(config), contract,
-                             compile_at, augmented=config.augment, placement=placement)
+                             compile_at, augmented=config.augment, placement=placement,
+                             teacher=distilling)
     return (model if given else _deployable(model, config)), fit
 
 
@@ -166,6 +175,11 @@ def stage_config(config: TrainConfig) -> dict:
         recorded["model_sha256"] = given_model.fingerprint(config.model)
     if config.arch_file:
         recorded["arch_sha256"] = given_model.fingerprint(config.arch_file.rpartition(":")[0])
+    if config.teacher:  # its bytes: a changed teacher trains again
+        recorded["teacher_sha256"] = given_model.fingerprint(str(teacher.source(config.teacher)))
+    else:  # no teacher: recorded as before distillation existed, so those builds stay current
+        for key in ("teacher", "distill_weight", "distill_temperature"):
+            del recorded[key]
     return recorded
 
 
@@ -177,6 +191,8 @@ def check_inputs(config: TrainConfig, folder: Path) -> None:
     data.check_exists(config.data)
     if config.model:
         given_model.check_file(config.model)
+    if config.teacher:
+        teacher.source(config.teacher)
     data.check_apart(config.data, folder)
 
 
