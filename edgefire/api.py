@@ -14,6 +14,7 @@ pyproject.toml, then the config file, then the arguments (or the CLI's flags).
 
 from __future__ import annotations
 
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -25,6 +26,7 @@ from edgefire.config import (
     QuantizeConfig,
     TrainConfig,
     VerifyConfig,
+    build_flags,
 )
 from edgefire.errors import EdgefireError
 
@@ -94,8 +96,20 @@ def plan(settings: dict[str, dict], force: bool = False, distribute: str = "auto
     fallback's QAT or float layers may add bytes, and the build must then say so)."""
     from edgefire.pipeline import Plan
 
-    configs = {section: stage_config(section, settings) for section in SECTIONS}
+    configs = {}
+    for section, cls in SECTIONS.items():
+        try:
+            configs[section] = stage_config(section, settings)
+        except EdgefireError as exc:  # named as build's flags: --prune-epochs, not --epochs
+            raise EdgefireError(as_build_flags(str(exc), cls)) from None
     return Plan(**configs, force=force, distribute=distribute)
+
+
+def as_build_flags(message: str, cls) -> str:
+    """`message` with a stage's flags spelled as `edgefire build` spells them."""
+    for stage_flag, flag in build_flags(cls).items():
+        message = re.sub(rf"(?<![\w-]){re.escape(stage_flag)}(?![\w-])", flag, message)
+    return message
 
 
 def stage_config(section: str, settings: dict[str, dict]):

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from edgefire import api
+from edgefire.config import flag_of
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,7 @@ def options_of(section: str, on_build: bool) -> list[ConfigOption]:
         meta = field.metadata
         if "help" not in meta or (on_build and meta["build"] is False):
             continue
-        flag = meta["flag"] or "--" + field.name.replace("_", "-")
-        if on_build and isinstance(meta["build"], str):
-            flag = meta["build"]
+        flag = flag_of(field, on_build)
         kind = cli_type(hints[field.name])
         listed = typing.get_origin(hints[field.name]) is tuple and kind is str
         declared = f"{flag}/--no-{flag[2:]}" if kind is bool else flag

@@ -4,7 +4,7 @@ same messages); the CLI, config files and the API override the defaults."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgefire.checks import choice, in_range
@@ -20,6 +20,21 @@ def option(default, help: str, flag: str | None = None, build: str | bool = True
     `--field-name`) on its stage's command, and on `edgefire build` the same flag, or `build`,
     a flag of its own, or none (False)."""
     return field(default=default, metadata={"help": help, "flag": flag, "build": build})
+
+
+def flag_of(config_field, on_build: bool = False) -> str:
+    """The flag of an option field on its stage's command, or on `edgefire build`."""
+    meta = config_field.metadata
+    if on_build and isinstance(meta["build"], str):
+        return meta["build"]
+    return meta["flag"] or "--" + config_field.name.replace("_", "-")
+
+
+def build_flags(cls) -> dict[str, str]:
+    """A config's stage flags that `edgefire build` spells otherwise, and how it spells them
+    (prune's `--epochs` is build's `--prune-epochs`), so that a message names the flag typed."""
+    return {flag_of(f): flag_of(f, True) for f in fields(cls)
+            if "help" in f.metadata and isinstance(f.metadata["build"], str)}
 
 
 @dataclass(frozen=True)
