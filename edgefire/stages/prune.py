@@ -223,6 +223,7 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         model = models.load_model(trained_path)  # its variables are the ones pruning wraps
     contract = trained.contract
+    asked = as_dict(config)  # what the manifest records and a build compares
     config = dense_layers_of(config, model, not trained.built_in)
     _, splits = data.of_build(trained, data_override)
     models.check_input_shape(model, splits, trained_path)
@@ -246,7 +247,7 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
         models.save_model(pruned, folder / MODEL)
         artifacts.write_json(folder / layout.record("prune"), result)
     artifacts.record_stage(folder, "prune", [folder / MODEL, folder / layout.record("prune")],
-                           [trained_path], as_dict(config))
+                           [trained_path], asked)
     fitting.remove_checkpoint(folder, "prune")
     return result
 
