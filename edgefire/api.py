@@ -90,10 +90,9 @@ def merged(*sources: dict[str, dict]) -> dict[str, dict]:
 
 
 def plan(settings: dict[str, dict], force: bool = False, distribute: str = "auto"):
-    """The build plan of merged settings (every config checks its own values). Two settings
-    are one budget unless both are given: verify's `max_drop` is also the fallback's
-    (quantize's), and a byte budget of channel pruning is also verify's size gate (the
-    fallback's QAT or float layers may add bytes, and the build must then say so)."""
+    """The build plan of merged settings (every config checks its own values). Verify's
+    `max_drop` is also the fallback's (quantize's) unless both are given; a byte budget of
+    channel pruning travels in prune's record to verify's size gate (`verify.size_budget`)."""
     from edgefire.pipeline import Plan
 
     configs = {}
@@ -115,7 +114,6 @@ def as_build_flags(message: str, cls) -> str:
 def stage_config(section: str, settings: dict[str, dict]):
     """The config of one stage from merged settings, with the budgets `plan` shares."""
     settings = _shared(settings, ("verify", "max_drop"), ("quantize", "max_drop"))
-    settings = _shared(settings, ("prune", "target_bytes"), ("verify", "max_bytes"))
     return SECTIONS[section](**settings.get(section, {}))
 
 

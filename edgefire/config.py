@@ -13,6 +13,7 @@ from edgefire.errors import EdgefireError
 MAX_EPOCHS = 10_000  # a typo of extra zeros should not start a year-long run
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
 MAX_BATCH = 1_000_000  # past any dataset here; 2**66 overflowed TensorFlow's int64 shapes
+TARGET_BYTES = 500_000  # the mission's 0.5 MB, read strictly (SI)
 
 
 def option(default, help: str, flag: str | None = None, build: str | bool = True):
@@ -335,7 +336,10 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    max_bytes: int = option(500_000, "Size gate in bytes (0.5 MB = 500,000).")
+    # None: the byte budget channel pruning was given (`--target-bytes`, read from the
+    # record of the prune that made the float reference), else the mission's 0.5 MB
+    max_bytes: int | None = option(None, "Size gate in bytes [default: prune's "
+                                         "--target-bytes, else 500,000 (0.5 MB)].")
     max_drop: float = option(1.0, "Largest allowed top-1 drop from the float reference, in "
                                   "points (build: also the int8 fallback's budget).")
     min_accuracy: float | None = option(None, "Optional floor on top-1 accuracy (0-1).")

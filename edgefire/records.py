@@ -163,3 +163,14 @@ def _file_name(record: artifacts.Record, key: str) -> str:
 def _plain(name) -> bool:
     return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name \
         and "\\" not in name
+
+
+def prune_budget(folder: Path) -> int | None:
+    """The byte budget (`--target-bytes`) the prune stage in `folder` was given, if any."""
+    config = artifacts.stage_record(folder, "prune", "prune metadata")["config"]
+    budget = config.get("target_bytes") if isinstance(config, dict) else None
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)
+                               or budget < 1):
+        raise EdgefireError(f"{folder / 'prune.json'}: target_bytes is not a byte count "
+                            "(edited?): run `edgefire prune` again")
+    return budget

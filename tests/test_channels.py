@@ -241,3 +241,22 @@ def test_sensitivity_allocation_meets_the_budget_and_records_its_table(trained_f
     result = CliRunner().invoke(app, ["quantize", "--artifacts", str(folder), "--no-fallback"])
     assert result.exit_code == 0, result.output
     assert (folder / "squeezenet_int8.tflite").stat().st_size <= 60_000
+
+
+@pytest.mark.slow
+def test_a_byte_budget_given_to_prune_is_verifys_gate_through_the_stage_commands(
+        trained_folder, copy_of):
+    folder = copy_of(trained_folder)
+    run = CliRunner().invoke
+    for command in (["prune", "--prune", "channels", "--target-bytes", "80000", "--epochs",
+                     "1"], ["quantize", "--no-fallback"], ["export"],
+                    ["verify", "--micro-images", "20", "--max-drop", "100"]):
+        result = run(app, [*command, "--artifacts", str(folder)])
+        assert result.exit_code == 0, result.output
+    report = json.loads((folder / "report.json").read_text())
+    assert report["target_bytes"] == 80_000
+    assert {g["limit"] for g in report["gates"] if g["metric"] == "bytes"} == {80_000}
+    result = run(app, ["verify", "--micro-images", "20", "--max-drop", "100", "--max-bytes",
+                       "500000", "--artifacts", str(folder)])  # a gate given wins
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "report.json").read_text())["target_bytes"] == 500_000

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import gzip
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgefire import artifacts, data, formats, layout, records, report, runtimes
-from edgefire.config import VerifyConfig, as_dict
+from edgefire.config import TARGET_BYTES, VerifyConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, GateFailed
 from edgefire.report import stats
@@ -198,6 +199,15 @@ def inputs(folder: Path) -> list[Path]:
     return [folder / exported["source"], *(folder / name for name in exported["deployables"])]
 
 
+def size_budget(config: VerifyConfig, folder: Path, reference: str) -> int:
+    """The size gate: `--max-bytes`, else the byte budget the pruned reference was made to,
+    else the mission's 0.5 MB."""
+    if config.max_bytes is not None:
+        return config.max_bytes
+    budget = records.prune_budget(folder) if reference == layout.PRUNED else None
+    return budget or TARGET_BYTES
+
+
 def learned(accuracy: float, classes: int, images: int, epochs) -> dict:
     """Whether the float reference's top-1 is above what guessing gives (its 95% interval):
     a build below it passes its gates but says that the model did not learn."""
@@ -209,6 +219,7 @@ def learned(accuracy: float, classes: int, images: int, epochs) -> dict:
 def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
     reference, precisions, gated, quantized = artifacts_to_verify(folder)
+    config = replace(config, max_bytes=size_budget(config, folder, reference))
     names = list(precisions)
     trained = records.train(folder)
     source = data.recorded_source(trained, data_override)
