@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -34,9 +35,27 @@ def _isolated_cache(tmp_path_factory):
     os.environ["EDGEFIRE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """`make(folder)` run once per test run, its folder shared by every pytest-xdist worker
+    (each worker would otherwise build its own): the first worker to ask makes it under a
+    lock, the others wait for it. Tests never change these folders (they copy them)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
-    return synthetic.write_image_folder(tmp_path_factory.mktemp("images") / "colours")
+    return made_once(tmp_path_factory, "images",
+                     lambda folder: synthetic.write_image_folder(folder / "colours")) / "colours"
 
 
 @pytest.fixture(scope="session")
@@ -57,11 +76,12 @@ def trained_folder(tmp_path_factory, image_folder) -> Path:
 
     from edgefire.cli import app
 
-    folder = tmp_path_factory.mktemp("trained")
-    result = CliRunner().invoke(app, ["train", "--data", str(image_folder), "--artifacts",
-                                      str(folder), *TINY_TRAIN])
-    assert result.exit_code == 0, result.output
-    return folder
+    def make(folder):
+        result = CliRunner().invoke(app, ["train", "--data", str(image_folder), "--artifacts",
+                                          str(folder), *TINY_TRAIN])
+        assert result.exit_code == 0, result.output
+
+    return made_once(tmp_path_factory, "trained", make)
 
 
 @pytest.fixture(scope="session")
@@ -71,11 +91,12 @@ def built(image_folder, tmp_path_factory) -> Path:
 
     from edgefire.cli import app
 
-    folder = tmp_path_factory.mktemp("built") / "artifacts"
-    result = CliRunner().invoke(app, [*BUILD, "--data", str(image_folder), "--artifacts",
-                                      str(folder)])
-    assert result.exit_code == 0, result.output
-    return folder
+    def make(folder):
+        result = CliRunner().invoke(app, [*BUILD, "--data", str(image_folder), "--artifacts",
+                                          str(folder / "artifacts")])
+        assert result.exit_code == 0, result.output
+
+    return made_once(tmp_path_factory, "built", make) / "artifacts"
 
 
 @pytest.fixture
