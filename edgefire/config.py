@@ -43,8 +43,8 @@ class TrainConfig:
     # Keras's download and cache; a path selects a local copy
     data: str = option("cifar10", "'cifar10', a cifar-10-python.tar.gz, a cifar-10-batches-py "
                                   "folder or an image-folder root.")
-    arch: str = option("squeezenet", "Architecture: squeezenet (the reference, MISSION.md), "
-                       "squeezenet_bypass, squeezenet32, or FILE.py:FUNCTION "
+    arch: str = option("squeezenet", "Architecture: squeezenet (the reference SqueezeNet), "
+                       "squeezenet_bypass, squeezenet32, resnet8, or FILE.py:FUNCTION "
                        "(function(input_shape, classes) -> tf_keras Model).")
     # a Keras classifier to start from instead of `arch` (models/given.py); its files are
     # named for it, and `epochs` 0 takes it as it is
