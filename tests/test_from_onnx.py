@@ -166,3 +166,69 @@ def test_external_data_outside_the_models_folder_is_refused(tmp_path):
     onnx.save(model, tmp_path / "sub" / "m.onnx")
     with pytest.raises(EdgefireError, match="outside the model's folder; not read"):
         from_onnx.read(tmp_path / "sub" / "m.onnx")
+
+
+@pytest.fixture(scope="module")
+def trained_onnx(trained_folder, tmp_path_factory):
+    """The tiny trained SqueezeNet as a PyTorch-style ONNX file that gives logits."""
+    from edgefire import models
+    from tests import onnx_models
+
+    path = tmp_path_factory.mktemp("onnx") / "squeeze_torch.onnx"
+    onnx.save(onnx_models.from_keras(models.load_model(trained_folder / "trained.h5")), path)
+    return path
+
+
+@pytest.mark.slow
+def test_an_onnx_classifier_builds_as_it_is_with_its_equality_recorded(trained_onnx,
+                                                                       image_folder,
+                                                                       tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgefire.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["build", "--quantize", "int8", "--model",
+                                      str(trained_onnx), "--epochs", "0", "--sparsity", "0",
+                                      "--data", str(image_folder), "--micro-images", "20",
+                                      "--artifacts", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "gives logits: a softmax is appended" in result.output
+    given = json.loads((out / "train.json").read_text())["given_model"]
+    assert given["format"] == "onnx" and given["opset"] == 17
+    assert given["equality"]["agreement"] == 1.0
+    assert given["equality"]["max_score_difference"] < 1e-4
+    from edgefire import data
+    from tests import onnx_models
+
+    test = data.load(str(image_folder))  # the file's own top-1, in onnxruntime, by hand
+    own = np.mean(onnx_models.scores(trained_onnx, test.x_test / 255.0).argmax(1) ==
+                  test.y_test)
+    report = json.loads((out / "report.json").read_text())
+    by_name = {r["name"]: r for r in report["artifacts"]}
+    assert by_name["trained.h5"]["accuracy"] == pytest.approx(own, abs=1e-9)
+    assert abs(by_name["squeeze_torch_int8.tflite"]["accuracy"] - own) <= 0.025
+    assert own > 0.5 and report["passed"]
+
+
+@pytest.mark.slow
+def test_an_onnx_classifier_fine_tunes_and_channel_prunes(trained_onnx, image_folder,
+                                                          tmp_path):
+    from typer.testing import CliRunner
+
+    from edgefire.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["build", "--quantize", "int8", "--model",
+                                      str(trained_onnx), "--epochs", "1", "--batch-size", "32",
+                                      "--prune", "channels", "--channel-sparsity", "0.25",
+                                      "--prune-epochs", "1", "--data", str(image_folder),
+                                      "--micro-images", "20", "--max-drop", "100",
+                                      "--artifacts", str(out)])
+    assert result.exit_code == 0, result.output
+    import json
+
+    pruned = json.loads((out / "prune.json").read_text())
+    assert pruned["parameters"]["after"] < pruned["parameters"]["before"]

@@ -380,7 +380,7 @@ def test_the_new_head_trains_alone_first_with_the_body_frozen(cnn_file, three_cl
 
     config = TrainConfig(data=str(three_classes), model=str(cnn_file), head_epochs=2,
                          epochs=1, batch_size=16)
-    model, size = given_model.open_model(config.model, None)
+    model, size, _ = given_model.open_model(config.model, None)
     given = given_model.adapt(model, config.model, size, 3, None, None, 1, 0)
     splits = data.split(data.load(config.data, size), 10, 0)
     before = {layer.name: [w.copy() for w in layer.get_weights()]

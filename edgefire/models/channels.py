@@ -57,7 +57,8 @@ def check_prunable(model) -> None:
         if kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
             raise EdgefireError(f"channel pruning cannot follow layer {layer.name!r}: depth "
                                 "multiplier other than 1")
-        if kind in ("Flatten", "Dense") and len(layer.input_shape) != 2:
+        spatial = tuple(layer.input_shape[1:-1]) if kind == "Flatten" else ()
+        if kind in ("Flatten", "Dense") and len(layer.input_shape) != 2 and spatial != (1, 1):
             raise EdgefireError(f"channel pruning cannot follow layer {layer.name!r} ({kind}) "
                                 "on a spatial input: only after global pooling")
 

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgefire import models
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
@@ -21,6 +23,10 @@ from edgefire.models import keras3
 from edgefire.tfenv import keras
 
 # layers between the scoring layer and the output that hold no weights: the head's tail
+PICKLE_REFUSAL = (
+    "{path}: a PyTorch pickle, which runs code when it is read; export the model to ONNX "
+    "instead: model.eval(); torch.onnx.export(model, torch.randn(1, 3, 32, 32), "
+    "'model.onnx') and give --model model.onnx")
 TAIL_LAYERS = ("Softmax", "Activation", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
                "Flatten", "Reshape", "Dropout")
 RESCALING_LAYERS = ("Rescaling", "Normalization")
@@ -28,11 +34,13 @@ RESCALING_LAYERS = ("Rescaling", "Normalization")
 
 @dataclass(frozen=True)
 class Given:
-    """The model ready to train or convert, the contract its input takes, and what was done."""
+    """The model ready to train or convert, the contract its input takes, what was done,
+    and the model as it was read (before a new head or a normalization layer)."""
 
     model: object
     contract: InputContract
     notes: dict
+    source: object = None
 
 
 def name_of(path: str) -> str:
@@ -54,7 +62,7 @@ def fingerprint(path: str) -> str:
     return digest.hexdigest()
 
 
-MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
+MODEL_SUFFIXES = (".h5", ".hdf5", ".keras", ".onnx")
 
 
 def check_file(path: str) -> None:
@@ -67,7 +75,10 @@ def check_file(path: str) -> None:
         raise EdgefireError(f"{root}: not a SavedModel folder (no saved_model.pb)")
     if root.is_file() and root.suffix.lower() not in MODEL_SUFFIXES:
         raise EdgefireError(f"{root}: not a model file edgefire reads (a tf_keras .h5 or "
-                            ".keras file, a Keras 3 .keras file or a SavedModel folder)")
+                            ".keras file, a Keras 3 .keras file, a SavedModel folder or an "
+                            ".onnx file)")
+    if root.suffix.lower() in (".pt", ".pth"):
+        raise EdgefireError(PICKLE_REFUSAL.format(path=root))
 
 
 def load(path: str):
@@ -184,18 +195,63 @@ def new_head(model, classes: int, seed: int):
     return keras().Model(model.input, x, name=model.name), layer.name
 
 
-def open_model(path: str, image_size: int | None):
-    """The given model, checked to be an image classifier, and its input size."""
+def open_model(path: str, image_size: int | None) -> tuple[object, int, dict]:
+    """The given model, checked to be an image classifier, its input size, and what it was
+    made from (`format`; an ONNX file's opset, producer, and whether a softmax was added)."""
+    if Path(path).suffix.lower() == ".onnx":
+        return _open_onnx(Path(path), image_size)
     model = load(path)
     check_classifier(model, path)
-    return model, input_size(model, path, image_size)
+    return model, input_size(model, path, image_size), {"format": "keras"}
+
+
+def _open_onnx(path: Path, image_size: int | None) -> tuple[object, int, dict]:
+    from edgefire.models import from_onnx
+
+    check_file(str(path))
+    onnx_model = from_onnx.read(path)
+    _, height, width = from_onnx.input_shape(onnx_model, path)
+    if height != width:
+        raise EdgefireError(f"{path}: input {height}x{width} is not square; edgefire feeds "
+                            "N x N images")
+    if height is None and image_size is None:
+        raise EdgefireError(f"{path}: the model takes any image size: give --image-size")
+    if height is not None and image_size not in (None, height):
+        raise EdgefireError(f"--image-size {image_size} disagrees with the model's fixed input "
+                            f"{height}x{width} ({path})")
+    size = height or image_size
+    model, appended = from_onnx.convert(onnx_model, path, size)
+    if appended:
+        print(f"  {path.name} gives logits: a softmax is appended, so every file gives scores",
+              flush=True)
+    return model, size, {**from_onnx.describe(onnx_model), "softmax_appended": appended}
+
+
+def prove_equal(given: Given, images: np.ndarray, mean, std) -> None:
+    """An ONNX file's converted model and the file in onnxruntime on `images` (pixels 0-255,
+    normalized as the file expects): their top-1 agreement and largest score difference go
+    into the notes; below `SAME_TOP1` the build stops with one line."""
+    from edgefire.models import from_onnx
+
+    mean = np.array(mean or (0.0,) * 3, dtype=np.float32)
+    std = np.array(std or (255.0,) * 3, dtype=np.float32)
+    inputs = (images.astype(np.float32) - mean) / std
+    path = Path(given.notes["file"])
+    result = from_onnx.compare(path, given.source, inputs, given.notes["softmax_appended"])
+    given.notes["equality"] = result
+    if result["agreement"] < from_onnx.SAME_TOP1:
+        raise EdgefireError(f"{path}: the converted model agrees with the file in onnxruntime "
+                            f"on {result['agreement']:.1%} of {result['images']} images (largest "
+                            f"score difference {result['max_score_difference']:.3g}); at least "
+                            f"{from_onnx.SAME_TOP1:.1%} is needed")
 
 
 def adapt(model, path: str, size: int, classes: int, mean, std, epochs: int,
-          seed: int, head_epochs: int = 0) -> Given:
+          seed: int, head_epochs: int = 0, origin: dict | None = None) -> Given:
     """The given model adapted to the data's classes (a new head) and its input contract;
     `head_epochs` is refused for a model whose head is kept (nothing to train alone)."""
-    notes = {"file": path, "sha256": fingerprint(path),
+    source = model
+    notes = {"file": path, "sha256": fingerprint(path), **(origin or {"format": "keras"}),
              "parameters_given": int(model.count_params()),
              "classes_given": int(model.output_shape[-1]), "head": "kept"}
     if model.output_shape[-1] != classes:
@@ -210,4 +266,4 @@ def adapt(model, path: str, size: int, classes: int, mean, std, epochs: int,
                             f"{classes} classes, so its head is kept and there is no new head "
                             "to train alone; leave --head-epochs out")
     model, contract, notes["contract"] = with_contract(model, size, mean, std, path)
-    return Given(model, contract, notes)
+    return Given(model, contract, notes, source)

@@ -17,6 +17,7 @@ from edgefire.stages import distribute, fitting, teacher
 from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.TRAINED
+EQUALITY_IMAGES = 1000  # validation images an ONNX file and its conversion are compared on
 
 
 def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
@@ -117,11 +118,11 @@ def load_data(config: TrainConfig, placement: distribute.Placement):
     if config.model is None:
         return data.load(config.data, config.image_size), None
     with placement.strategy.scope():
-        model, size = given_model.open_model(config.model, config.image_size)
+        model, size, origin = given_model.open_model(config.model, config.image_size)
         dataset = data.load(config.data, size)
         given = given_model.adapt(model, config.model, size, len(dataset.classes),
                                   config.mean, config.std, config.epochs, config.seed,
-                                  config.head_epochs)
+                                  config.head_epochs, origin)
     print(f"  given model {config.model}: {given.notes['head']} head; input "
           f"{given.contract.size}x{given.contract.size}, {given.notes['contract']}",
           flush=True)
@@ -219,6 +220,10 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
           f"({', '.join(placed['devices'])}) in {placed['workers']} worker(s), "
           f"{placed['replica_batch']} images per replica of each {config.batch_size}-image "
           "step", flush=True)
+    if given is not None and given.notes["format"] == "onnx":  # before anything else
+        from edgefire.models import given as given_model
+
+        given_model.prove_equal(given, splits.x_val[:EQUALITY_IMAGES], config.mean, config.std)
     start = time.perf_counter()
     before = given_accuracy(given, splits)
     model, fit = train_model(config, splits, folder, placement, given)

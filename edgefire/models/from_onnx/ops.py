@@ -252,10 +252,14 @@ def reduce_mean(graph: Graph, node, attrs: dict) -> list[Value]:
 
 
 def _as_rows(graph: Graph, node, x: Value):
-    """An image tensor flattened in ONNX's (C, H, W) order, one row an image."""
+    """An image tensor flattened in ONNX's (C, H, W) order, one row an image; a global
+    pooling that kept its 1x1 map is made again without it (what channel pruning follows)."""
     if x.rank != 4:
         return x.tensor
     tensor = x.tensor
+    pool = tensor._keras_history.layer
+    if type(pool).__name__ in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
+        return type(pool)(name=graph.name(node))(pool.input)
     if x.shape[2:] != (1, 1):  # NHWC's order is not NCHW's: channels first, then flatten
         tensor = _layers().Permute((3, 1, 2), name=graph.name(node, "_nchw"))(tensor)
     return _layers().Flatten(name=graph.name(node))(tensor)
