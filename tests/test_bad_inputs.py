@@ -77,6 +77,13 @@ def _data_inside_artifacts(folder, data):
     shutil.copytree(data, folder / "x")
 
 
+def _writes(name, content: bytes):
+    def setup(folder, data):
+        (data / name).write_bytes(content)
+
+    return setup
+
+
 def _text_file_as_data(folder, data):
     (data / "x.txt").write_text("hello")
 
@@ -175,6 +182,10 @@ CASES = [
      "nowhere.h5: not found"),
     ("teacher with epochs 0", _no_setup, "train --model {d}/m.h5 --epochs 0 --teacher {d}", 2,
      "--teacher needs --epochs >= 1"),
+    ("model a pytorch pickle", _writes("m.pt", b"PK\x03\x04"),
+     "train --model {d}/m.pt --data {d}", 2, "a PyTorch pickle, which runs code when it is read"),
+    ("onnx garbage", _writes("m.onnx", b"not a protobuf at all"),
+     "train --model {d}/m.onnx --data {d}", 2, "m.onnx: not a"),
     ("artifacts is a file", _no_setup, "train --data {d} --artifacts {a}/report.json/x", 2,
      "cannot create artifacts folder"),
 ]

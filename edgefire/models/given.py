@@ -73,12 +73,12 @@ def check_file(path: str) -> None:
         raise EdgefireError(f"{root}: model file not found")
     if root.is_dir() and not (root / "saved_model.pb").exists():
         raise EdgefireError(f"{root}: not a SavedModel folder (no saved_model.pb)")
+    if root.suffix.lower() in (".pt", ".pth"):
+        raise EdgefireError(PICKLE_REFUSAL.format(path=root))
     if root.is_file() and root.suffix.lower() not in MODEL_SUFFIXES:
         raise EdgefireError(f"{root}: not a model file edgefire reads (a tf_keras .h5 or "
                             ".keras file, a Keras 3 .keras file, a SavedModel folder or an "
                             ".onnx file)")
-    if root.suffix.lower() in (".pt", ".pth"):
-        raise EdgefireError(PICKLE_REFUSAL.format(path=root))
 
 
 def load(path: str):
