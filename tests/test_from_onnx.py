@@ -211,6 +211,10 @@ def test_an_onnx_classifier_builds_as_it_is_with_its_equality_recorded(trained_o
     assert by_name["trained.h5"]["accuracy"] == pytest.approx(own, abs=1e-9)
     assert abs(by_name["squeeze_torch_int8.tflite"]["accuracy"] - own) <= 0.025
     assert own > 0.5 and report["passed"]
+    row = by_name["squeeze_torch.onnx"]  # the user's file beside what was made from it
+    assert row["given"] and row["accuracy"] == pytest.approx(own, abs=1e-9)
+    assert row["agreement"] == 1.0 and list(row["runtimes"]) == ["onnxruntime"]
+    assert "squeeze_torch.onnx" not in {g["artifact"] for g in report["gates"]}
 
 
 @pytest.mark.slow

@@ -84,10 +84,16 @@ class OnnxRunner:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EdgefireError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
         self.input = self.session.get_inputs()[0]
-        self.input_size = int(self.input.shape[1])
+        # edgefire's own files take NHWC; a PyTorch export takes NCHW (3 channels first)
+        shape = self.input.shape
+        self.channels_first = len(shape) == 4 and shape[1] == 3 and shape[3] != 3
+        side = shape[2] if self.channels_first else shape[1]
+        self.input_size = int(side) if isinstance(side, int) else contract.size
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         x = onnx_input(pixels, self.input.type, self.contract)
+        if self.channels_first:
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         return self.session.run(None, {self.input.name: x})[0].astype(np.float32)
 
 

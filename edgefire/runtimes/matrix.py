@@ -80,6 +80,15 @@ def entry(path: Path, runtime: runtimes.Runtime, x: np.ndarray, y: np.ndarray,
     return {**judged(predicted == y, reference_correct, agreement), **extra}
 
 
+def native_cell(row: dict, images: int) -> dict:
+    """The cell of a file's native runtime: what `row` measured there on every image."""
+    measured = ("accuracy", "accuracy_ci95", "accuracy_drop", "drop_ci95", "mcnemar_p",
+                "latency_ms")
+    native = runtimes.runtimes_for(row["format"])[0].name
+    return {native: {"images": images, **{k: row[k] for k in measured}, "agreement": 1.0,
+                     "error": None}}
+
+
 def matrix(path: Path, row: dict, predicted: np.ndarray, reference_predicted: np.ndarray,
            y: np.ndarray, x: np.ndarray, contract: InputContract, latency_runs: int,
            micro_images: int) -> dict:
@@ -87,10 +96,7 @@ def matrix(path: Path, row: dict, predicted: np.ndarray, reference_predicted: np
     comparison with the reference already in `row`)."""
     reference_correct = reference_predicted == y
     native, *others = runtimes.runtimes_for(row["format"])
-    measured = ("accuracy", "accuracy_ci95", "accuracy_drop", "drop_ci95", "mcnemar_p",
-                "latency_ms")
-    cells = {native.name: {"images": int(len(y)), **{k: row[k] for k in measured},
-                           "agreement": 1.0, "error": None}}
+    cells = native_cell(row, len(y))
     subset = balanced_subset(y, micro_images)
     for runtime in others:
         chosen = subset if runtime.subset else np.arange(len(y))

@@ -216,6 +216,25 @@ def learned(accuracy: float, classes: int, images: int, epochs) -> dict:
             "above_chance": accuracy > upper, "epochs_trained": epochs}
 
 
+def given_onnx_row(trained, dataset, config: VerifyConfig) -> dict | None:
+    """The user's own ONNX file (`--model x.onnx`), measured in onnxruntime on the same test
+    images with the normalization it expects, so its accuracy stands beside every file made
+    from it (`given`: never gated). None for other builds, or when the file is gone or
+    changed since (said in one line)."""
+    notes = trained.rest.get("given_model") or {}
+    if notes.get("format") != "onnx":
+        return None
+    path = Path(notes["file"])
+    if not path.is_file() or artifacts.sha256(path) != notes.get("sha256"):
+        print(f"! {path}: gone or changed since the build, so not measured", flush=True)
+        return None
+    own = InputContract(trained.contract.size, trained.config["mean"] or (0.0,) * 3,
+                        trained.config["std"] or (255.0,) * 3)
+    row = measure(path, "float32", dataset.x_test, dataset.y_test, config, own,
+                  len(dataset.classes))
+    return {**row, "path": str(path), "given": True}
+
+
 def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
     reference, precisions, gated, quantized = artifacts_to_verify(folder)
@@ -230,11 +249,15 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
                             f"model's {list(trained.classes)}")
     rows = [measure(folder / name, precision, dataset.x_test, dataset.y_test, config,
                     contract, len(dataset.classes)) for name, precision in precisions.items()]
-    compare_with_reference(rows, dataset.y_test)
+    given = given_onnx_row(trained, dataset, config)
+    compare_with_reference(rows + ([given] if given else []), dataset.y_test)
     for row in rows:
         row["runtimes"] = matrix.matrix(
             folder / row["name"], row, row["_predicted"], rows[0]["_predicted"],
             dataset.y_test, dataset.x_test, contract, config.latency_runs, config.micro_images)
+    if given:  # the user's file runs in onnxruntime only: it is not one edgefire made
+        given["runtimes"] = matrix.native_cell(given, len(dataset.y_test))
+        rows.append(given)
     for row in rows:
         del row["_predicted"]
     result = {
