@@ -123,6 +123,14 @@ def image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
+def probabilities(scores: np.ndarray) -> np.ndarray:
+    """Scores as probabilities: a file that gives logits (a PyTorch export) gets a softmax."""
+    if np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=0.02):
+        return scores
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def run(paths: list[Path], folder: Path, model: Path | None = None, top: int = 1,
         batch: int = 64, runtime: str | None = None, trust_code: bool = False) -> list[dict]:
     """Top-`top` labels and scores of every image: [{"file", "top": [{"label", "score"}]}],
@@ -139,7 +147,7 @@ def run(paths: list[Path], folder: Path, model: Path | None = None, top: int = 1
     results = []
     for start in range(0, len(files), batch):
         chunk = files[start:start + batch]
-        scores = runner.run(np.stack([data.read_image(f, size) for f in chunk]))
+        scores = probabilities(runner.run(np.stack([data.read_image(f, size) for f in chunk])))
         if scores.shape[1] != len(labels):
             raise EdgefireError(f"{model}: gives {scores.shape[1]} scores but there are "
                                 f"{len(labels)} labels")

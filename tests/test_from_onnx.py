@@ -236,3 +236,32 @@ def test_an_onnx_classifier_fine_tunes_and_channel_prunes(trained_onnx, image_fo
 
     pruned = json.loads((out / "prune.json").read_text())
     assert pruned["parameters"]["after"] < pruned["parameters"]["before"]
+
+
+def test_predict_runs_a_pytorch_style_onnx_file_and_gives_probabilities(trained_onnx,
+                                                                        trained_folder,
+                                                                        image_folder):
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgefire.cli import app
+
+    images = sorted((image_folder / "test" / "ship").glob("*.png"))[:3]
+    labels = trained_onnx.parent / "labels.txt"  # a foreign file's names sit beside it
+    labels.write_text("\n".join(json.loads((trained_folder / "train.json").read_text())
+                                 ["classes"]) + "\n")
+    keras_file = shutil.copy(trained_folder / "trained.h5", trained_onnx.parent / "k.h5")
+    own = CliRunner().invoke(app, ["predict", *map(str, images), "--artifacts",
+                                   str(trained_folder), "--model", str(keras_file), "--json",
+                                   "--top", "2"])
+    assert own.exit_code == 0, own.output
+    theirs = CliRunner().invoke(app, ["predict", *map(str, images), "--artifacts",
+                                      str(trained_folder), "--model", str(trained_onnx),
+                                      "--json", "--top", "2"])
+    assert theirs.exit_code == 0, theirs.output
+    for a, b in zip(json.loads(own.stdout), json.loads(theirs.stdout), strict=True):
+        assert [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]]
+        assert [t["score"] for t in a["top"]] == pytest.approx([t["score"] for t in b["top"]],
+                                                               abs=1e-4)
