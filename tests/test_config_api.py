@@ -116,7 +116,10 @@ def test_verify_max_drop_is_also_the_fallbacks_budget_in_every_front_end():
     both = api.plan({"verify": {"max_drop": 0.5}, "quantize": {"max_drop": 2.0}})
     assert (both.quantize.max_drop, both.verify.max_drop) == (2.0, 0.5)
     budget = api.plan({"prune": {"method": "channels", "target_bytes": 90_000}})
-    assert budget.verify.max_bytes == 90_000
+    assert budget.verify.max_bytes is None  # verify reads prune's budget from its record
+    given = api.plan({"prune": {"method": "channels", "target_bytes": 90_000},
+                      "verify": {"max_bytes": 120_000}})
+    assert given.verify.max_bytes == 120_000
 
 
 @pytest.mark.parametrize("command, setting, needle", [

@@ -91,11 +91,12 @@ def test_a_drop_in_another_runtime_fails_its_gate_by_name():
     native = {**cell, "accuracy": 0.8, "accuracy_drop": 0.1, "drop_ci95": [0.0, 0.2]}
     row = {"name": "m_int8.tflite", "bytes": 100,
            "runtimes": {"litert": native, "openvino": cell, "tflite-micro": {"error": "no"}}}
-    gates = verification.gates([row], {"m_int8.tflite"}, VerifyConfig())
+    gates = verification.gates([row], {"m_int8.tflite"}, VerifyConfig(max_bytes=500_000))
     failed = [g for g in gates if not g["passed"]]
     assert [g["runtime"] for g in failed] == ["openvino"]
     assert report.describe_failure(failed[0]).startswith("m_int8.tflite in openvino drops 7.00")
-    native_only = verification.gates([row], {"m_int8.tflite"}, VerifyConfig(gate_runtimes="native"))
+    native_only = verification.gates([row], {"m_int8.tflite"},
+                                    VerifyConfig(max_bytes=500_000, gate_runtimes="native"))
     assert all(g["passed"] for g in native_only)
 
 

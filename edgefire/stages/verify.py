@@ -238,6 +238,7 @@ def given_onnx_row(trained, dataset, config: VerifyConfig) -> dict | None:
 def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
     reference, precisions, gated, quantized = artifacts_to_verify(folder)
+    asked = as_dict(config)  # what the manifest records and a build compares
     config = replace(config, max_bytes=size_budget(config, folder, reference))
     names = list(precisions)
     trained = records.train(folder)
@@ -285,8 +286,7 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         report.write(folder, result)
     # a failed verify is recorded (compare can check its report) but never "up to date"
     artifacts.record_stage(folder, "verify", [folder / n for n in report.OUTPUTS],
-                           [folder / n for n in names], as_dict(config),
-                           passed=result["passed"])
+                           [folder / n for n in names], asked, passed=result["passed"])
     failed = [g for g in result["gates"] if not g["passed"]]
     if failed:
         raise GateFailed("; ".join(report.describe_failure(g) for g in failed))
