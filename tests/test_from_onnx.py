@@ -33,7 +33,8 @@ def outputs_agree(model, tmp_path, size=8, atol=1e-4):
     """The converted graph's output equals onnxruntime's on random images."""
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
-    inputs, out = from_onnx.walk(model, Path(path), size)
+    inputs, graph = from_onnx.walk(model, Path(path), size)
+    out = graph.values["y"]
     images = RNG.normal(0, 1, (3, size, size, 3)).astype(np.float32)
     ours = keras().Model(inputs, out.tensor).predict(images, verbose=0)
     theirs = from_onnx.onnxruntime_scores(Path(path), images)
@@ -265,3 +266,26 @@ def test_predict_runs_a_pytorch_style_onnx_file_and_gives_probabilities(trained_
         assert [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]]
         assert [t["score"] for t in a["top"]] == pytest.approx([t["score"] for t in b["top"]],
                                                                abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_conversion_that_disagrees_stops_the_build_naming_the_first_node(
+        trained_onnx, image_folder, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from edgefire.cli import app
+    from edgefire.models.from_onnx import ops
+
+    def wrong_relu(graph, node, attrs):  # a fault planted in one operator's conversion
+        layer = keras().layers.LeakyReLU(alpha=0.5, name=graph.name(node))
+        return [from_onnx.Value(layer(graph.get(node, 0).tensor))]
+
+    monkeypatch.setitem(ops.OPS, "Relu", wrong_relu)
+    result = CliRunner().invoke(app, ["train", "--model", str(trained_onnx), "--epochs", "0",
+                                      "--data", str(image_folder), "--artifacts",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    # the first Relu (after the stem convolution, whose output is named "conv") is the first
+    # node that differs: the stem convolution before it still agrees
+    assert "the first node whose outputs differ: 'conv' (Relu)" in result.output, result.output
+    assert not (tmp_path / "out" / "trained.h5").exists()

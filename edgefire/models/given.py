@@ -240,10 +240,13 @@ def prove_equal(given: Given, images: np.ndarray, mean, std) -> None:
     result = from_onnx.compare(path, given.source, inputs, given.notes["softmax_appended"])
     given.notes["equality"] = result
     if result["agreement"] < from_onnx.SAME_TOP1:
+        node = from_onnx.first_difference(from_onnx.read(path), path,
+                                          given.contract.size, inputs[:8])
         raise EdgefireError(f"{path}: the converted model agrees with the file in onnxruntime "
                             f"on {result['agreement']:.1%} of {result['images']} images (largest "
                             f"score difference {result['max_score_difference']:.3g}); at least "
-                            f"{from_onnx.SAME_TOP1:.1%} is needed")
+                            f"{from_onnx.SAME_TOP1:.1%} is needed; the first node whose outputs "
+                            f"differ: {node or 'none found'}")
 
 
 def adapt(model, path: str, size: int, classes: int, mean, std, epochs: int,

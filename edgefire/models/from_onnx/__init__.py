@@ -89,8 +89,8 @@ def input_shape(model, path: Path) -> tuple:
     return channels, height, width
 
 
-def walk(model, path: Path, size: int) -> tuple[object, Value]:
-    """The Keras input of size x size NHWC images and the value of the graph's output, each
+def walk(model, path: Path, size: int) -> tuple[object, Graph]:
+    """The Keras input of size x size NHWC images and the graph of values it makes, each
     node made by its function in `ops.OPS`; an operator without one is one line."""
     graph = Graph(model, str(path))
     source = next(i for i in model.graph.input if i.name not in graph.values)
@@ -104,13 +104,14 @@ def walk(model, path: Path, size: int) -> tuple[object, Value]:
         outputs = function(graph, node, attributes(node))
         for name, value in zip(node.output, outputs, strict=False):
             graph.values[name] = value
-    return inputs, graph.values[model.graph.output[0].name]
+    return inputs, graph
 
 
 def convert(model, path: Path, size: int):
     """The tf_keras model of `model` for size x size NHWC images, softmax scores out; and
     whether a softmax was appended (the file gives logits)."""
-    inputs, out = walk(model, path, size)
+    inputs, graph = walk(model, path, size)
+    out = graph.values[model.graph.output[0].name]
     if out.is_const or out.rank != 2:
         raise EdgefireError(f"{path}: the output is not one score per class (N, classes)")
     ends_in_softmax = model.graph.node[-1].op_type == "Softmax"
@@ -150,3 +151,32 @@ def describe(model) -> dict:
     return {"format": "onnx", "opset": max((o.version for o in model.opset_import
                                             if o.domain in ("", "ai.onnx")), default=None),
             "producer": f"{model.producer_name} {model.producer_version}".strip()}
+
+
+def first_difference(model, path: Path, size: int, images: np.ndarray,
+                     tolerance: float = 1e-3) -> str | None:
+    """The first node, in graph order, whose output in the converted layers is not the one
+    onnxruntime computes on `images` (model inputs, NHWC): where a conversion went wrong."""
+    import onnxruntime
+    from onnx import helper
+
+    inputs, graph = walk(model, path, size)
+    probes = [(node, node.output[0]) for node in model.graph.node
+              if node.output and not graph.values[node.output[0]].is_const]
+    ours = keras().Model(inputs, [graph.values[name].tensor for _, name in probes]).predict(
+        images, verbose=0)
+    extended = type(model)()
+    extended.CopyFrom(model)
+    extended.graph.output.extend(helper.make_empty_tensor_value_info(name)
+                                 for _, name in probes)
+    session = onnxruntime.InferenceSession(extended.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
+    theirs = session.run([name for _, name in probes],
+                         {session.get_inputs()[0].name: nchw})
+    for (node, _), mine, own in zip(probes, ours, theirs, strict=True):
+        mine = mine.transpose(0, 3, 1, 2) if mine.ndim == 4 else mine
+        scale = max(1.0, float(np.max(np.abs(own)))) if own.size else 1.0
+        if mine.shape != own.shape or np.max(np.abs(mine - own)) > tolerance * scale:
+            return f"{node.name or node.output[0]!r} ({node.op_type})"
+    return None
