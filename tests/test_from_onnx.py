@@ -289,3 +289,33 @@ def test_a_conversion_that_disagrees_stops_the_build_naming_the_first_node(
     # node that differs: the stem convolution before it still agrees
     assert "the first node whose outputs differ: 'conv' (Relu)" in result.output, result.output
     assert not (tmp_path / "out" / "trained.h5").exists()
+
+
+def _classifier_file(tmp_path, dims) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", dims[1]])
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "c.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_the_input_size_comes_from_the_file_or_from_image_size(tmp_path):
+    from edgefire.models import given
+
+    fixed = _classifier_file(tmp_path, ["n", 3, 8, 8])
+    assert given.open_model(str(fixed), None)[1] == 8
+    with pytest.raises(EdgefireError, match="--image-size 16 disagrees with the model's fixed"):
+        given.open_model(str(fixed), 16)
+    free = _classifier_file(tmp_path, ["n", 3, "h", "w"])
+    with pytest.raises(EdgefireError, match="takes any image size: give --image-size"):
+        given.open_model(str(free), None)
+    model, size, origin = given.open_model(str(free), 24)
+    assert size == 24 and model.input_shape == (None, 24, 24, 3)
+    assert origin["format"] == "onnx" and origin["softmax_appended"]
+    with pytest.raises(EdgefireError, match="input has 1 channels"):
+        given.open_model(str(_classifier_file(tmp_path, ["n", 1, 8, 8])), None)
