@@ -31,6 +31,20 @@ def flag_of(config_field, on_build: bool = False) -> str:
     return meta["flag"] or "--" + config_field.name.replace("_", "-")
 
 
+def where_set(cls, name: str, section: str) -> str:
+    """Where a field is set, in the words of every front end: "--learning-rate on prune,
+    --prune-learning-rate on build, [prune] learning_rate in a config file"."""
+    found = next(f for f in fields(cls) if f.name == name)
+    stage, build = flag_of(found), flag_of(found, True)
+    if found.metadata["build"] is False:
+        on = f"{stage} on {section}"
+    elif stage == build:
+        on = f"{stage} on {section} and build"
+    else:
+        on = f"{stage} on {section}, {build} on build"
+    return f"{on}, [{section}] {name} in a config file"
+
+
 def build_flags(cls) -> dict[str, str]:
     """A config's stage flags that `edgefire build` spells otherwise, and how it spells them
     (prune's `--epochs` is build's `--prune-epochs`), so that a message names the flag typed."""

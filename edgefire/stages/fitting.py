@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefire import artifacts, data
+from edgefire.config import PruneConfig, QuantizeConfig, TrainConfig, where_set
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.tfenv import keras, tensorflow
@@ -198,12 +199,10 @@ def add_weight_decay(model, weight_decay: float) -> None:
 MAX_RESTARTS = 3
 # where the learning rate of each stage that fits is set, on each command and in a config file
 LEARNING_RATE_OPTION = {
-    "train": "--learning-rate on train and build, [train] learning_rate in a config file",
-    "prune": "--learning-rate on prune, --prune-learning-rate on build, [prune] learning_rate "
-             "in a config file",
-    "qat": "--qat-learning-rate on quantize and build, [quantize] qat_learning_rate in a "
-           "config file",
-    "head": "--learning-rate on train and build, [train] learning_rate in a config file",
+    "train": where_set(TrainConfig, "learning_rate", "train"),
+    "prune": where_set(PruneConfig, "learning_rate", "prune"),
+    "qat": where_set(QuantizeConfig, "qat_learning_rate", "quantize"),
+    "head": where_set(TrainConfig, "learning_rate", "train"),
 }
 
 
