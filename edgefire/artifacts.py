@@ -255,15 +255,16 @@ def record_stage(folder: Path, stage: str, outputs: list[Path], inputs: list[Pat
         del manifest["artifacts"][old]
     for gone in forget:
         manifest["stages"].pop(gone, None)
-    for path in outputs:
-        manifest["artifacts"][path.name] = {
-            "stage": stage, "path": path.name, "bytes": path.stat().st_size,
+    names = [path.relative_to(folder).as_posix() for path in outputs]  # mcu/ files: mcu/x
+    for name, path in zip(names, outputs, strict=True):
+        manifest["artifacts"][name] = {
+            "stage": stage, "path": name, "bytes": path.stat().st_size,
             "sha256": sha256(path), "config": config,
             "inputs": {p.name: input_hashes[p.name]
-                       for p in (made_from or {}).get(path.name, inputs)},
-            **(details or {}).get(path.name, {})}
+                       for p in (made_from or {}).get(name, inputs)},
+            **(details or {}).get(name, {})}
     manifest["stages"][stage] = {"config": config, "inputs": input_hashes,
-                                 "outputs": [p.name for p in outputs], "passed": passed,
+                                 "outputs": names, "passed": passed,
                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json(folder / MANIFEST, manifest)
     return manifest

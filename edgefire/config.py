@@ -362,9 +362,15 @@ class VerifyConfig:
     gate_runtimes: str = option("all", "all: gate each file in every runtime that ran it; "
                                        "native: in its own runtime only.")
     micro_images: int = option(2000, "Test images (class-balanced) TFLite Micro runs; 0 = all.")
+    max_arena: int | None = option(None, "Firmware gate: largest TFLite Micro arena of the "
+                                         "int8 TFLite, in bytes (the one measured).")
+    max_flash: int | None = option(None, "Firmware gate: largest int8 TFLite (the model's "
+                                         "flash), in bytes.")
 
     def __post_init__(self):
         choice(self.gate_runtimes, GATE_RUNTIMES, "--gate-runtimes")
+        in_range(self.max_arena, 1, None, "--max-arena")
+        in_range(self.max_flash, 1, None, "--max-flash")
         in_range(self.micro_images, 0, None, "--micro-images")
         in_range(self.max_bytes, 1, None, "--max-bytes")
         in_range(self.max_drop, 0, 100, "--max-drop")

@@ -16,6 +16,7 @@ LABELS = "labels.txt"
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 CONFUSION_PNG = "confusion.png"
 BUILD_LOG = "build.json"
+MCU = "mcu"  # the firmware pack's folder
 
 
 def record(stage: str) -> str:

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefire import artifacts
+from edgefire import artifacts, layout
 from edgefire.checks import accepts, type_name
 from edgefire.config import TrainConfig
 from edgefire.contract import InputContract
@@ -132,6 +132,8 @@ class ExportRecord:
     source: str  # the float reference's file name
     deployables: dict[str, str]  # file name -> precision
     labels: str
+    mcu: tuple[str, ...]  # the firmware pack's files (`mcu/model_data.h`...), if any
+    pack: dict  # what export measured for the pack (arena, operators), or why there is none
 
 
 def export(folder: Path) -> ExportRecord:
@@ -142,9 +144,19 @@ def export(folder: Path) -> ExportRecord:
             _plain(name) and isinstance(entry, dict) and isinstance(entry.get("precision"), str)
             for name, entry in entries.items()):
         raise _edited(record, "'deployables' is not a table of files and their precisions")
+    pack = record.get("mcu") or {}  # builds before the pack have none
+    files = pack.get("files", []) if isinstance(pack, dict) else None
+    if not isinstance(files, list) or not all(_in_pack(name) for name in files):
+        raise _edited(record, "'mcu' does not list the firmware pack's files")
     return ExportRecord(record.path, _file_name(record, "source"),
                         {name: entry["precision"] for name, entry in entries.items()},
-                        _file_name(record, "labels"))
+                        _file_name(record, "labels"), tuple(files), dict(pack))
+
+
+def _in_pack(name) -> bool:
+    """`mcu/<file name>`: a file of the firmware pack, never a path that leads elsewhere."""
+    folder, _, file = name.partition("/") if isinstance(name, str) else ("", "", "")
+    return folder == layout.MCU and _plain(file)
 
 
 def _text(record: artifacts.Record, key: str) -> str:

@@ -62,3 +62,23 @@ def _shared_prefix(names: list[str]) -> str:
     converter's own tensors, `tfl.quantize`, have none)."""
     heads = {name.split("/", 1)[0] for name in names if "/" in name}
     return f"{heads.pop()}/" if len(heads) == 1 else ""
+
+
+def operators(tflite: bytes) -> list[str]:
+    """The operators of the main subgraph in order of first use, by their builtin names
+    (`CONV_2D`) or a custom operator's own name: what a TFLite Micro op resolver registers."""
+    model = schema().Model.GetRootAsModel(tflite, 0)
+    builtin = {code: name for name, code in vars(schema().BuiltinOperator).items()
+               if not name.startswith("_")}
+    graph = model.Subgraphs(0)
+    used = []
+    for index in range(graph.OperatorsLength()):
+        code = model.OperatorCodes(graph.Operators(index).OpcodeIndex())
+        number = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        custom = code.CustomCode()
+        used.append(_text(custom) if number == builtin_code("CUSTOM") else builtin[number])
+    return list(dict.fromkeys(used))
+
+
+def builtin_code(name: str) -> int:
+    return getattr(schema().BuiltinOperator, name)

@@ -11,12 +11,18 @@ OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_PNG, CONFUSION_PNG)
 FAILED = " ✗"
 
 
+FIRMWARE_METRICS = {"arena_bytes": "TFLite Micro arena (RAM)", "flash_bytes": "flash"}
+
+
 def describe_failure(gate: dict) -> str:
     """One sentence: which gate failed and by how much."""
     value, limit = gate["value"], gate["limit"]
     if gate["metric"] == "bytes":
         return (f"{gate['artifact']} is {value:,} bytes, {value - limit:,} over the "
                 f"{limit:,}-byte target")
+    if gate["metric"] in FIRMWARE_METRICS:
+        return (f"{gate['artifact']} needs {value:,} bytes of {FIRMWARE_METRICS[gate['metric']]}"
+                f", {value - limit:,} over the {limit:,} allowed")
     where = f"{gate['artifact']} in {gate['runtime']}" if "runtime" in gate else gate["artifact"]
     if gate["metric"] == "accuracy_drop":
         return (f"{where} drops {value:.2f} points from the float reference"
@@ -100,7 +106,20 @@ def microcontroller_lines(result: dict) -> list[str]:
                          f"{row['bytes']:,} bytes (the file)")
         elif cell and cell.get("error"):
             lines.append(f"- {row['name']}: {cell['error']}")
-    return lines
+    return lines + firmware_lines(result.get("mcu"))
+
+
+def firmware_lines(pack: dict | None) -> list[str]:
+    """The firmware pack's arena constant and flash, what is measured and what estimated."""
+    if not pack:
+        return []
+    model = pack["flash_model_bytes"]
+    return [f"- Firmware pack `mcu/` ({pack['model']}): `kTensorArenaSize` "
+            f"{pack['arena_bytes']:,} bytes (the {pack['arena_measured_bytes']:,} measured, "
+            f"plus a margin); flash {model:,} bytes of model, plus TFLite Micro's core runtime, "
+            f"about {pack['runtime_flash_estimate_bytes']:,} bytes on a Cortex-M3 (its "
+            "documentation's estimate, not measured here) and the kernels of "
+            f"{', '.join(pack['operators'])}"]
 
 
 def fallback_summary(record: dict) -> str:

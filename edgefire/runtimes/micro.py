@@ -38,14 +38,21 @@ class MicroRunner:
         self.ms_per_image: float | None = None
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        with tempfile.TemporaryDirectory() as tmp:
-            inputs, outputs = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
-            np.save(inputs, self.io.prepare(pixels, self.contract))
-            child = _run_child(self.path, inputs, outputs)
-            scores = np.load(outputs)
-        self.arena_bytes = int(_ARENA_LINE.search(child.stderr).group(1))
-        self.ms_per_image = float(child.stdout.split()[-1])
+        scores, self.arena_bytes, self.ms_per_image = run_tensors(
+            self.path, self.io.prepare(pixels, self.contract))
         return self.io.dequantize(scores)
+
+
+def run_tensors(model: Path, tensors: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """The raw output tensor TFLite Micro gives for each input tensor, the arena bytes it
+    used and the milliseconds per image."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, outputs = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
+        np.save(inputs, tensors)
+        child = _run_child(model, inputs, outputs)
+        scores = np.load(outputs)
+    arena = int(_ARENA_LINE.search(child.stderr).group(1))
+    return scores, arena, float(child.stdout.split()[-1])
 
 
 def _run_child(model: Path, inputs: Path, outputs: Path) -> subprocess.CompletedProcess:

@@ -10,7 +10,8 @@ The files are the rows of `DEPLOYABLES`, named `<arch>_<precision>.<format>`:
   raw-pixel input), and onnxruntime static quantization of the float ONNX (U8S8 with 7-bit
   weights) calibrated on the same images. A candidate is judged by its worst validation
   accuracy over the installed runtimes that take ONNX; one that a runtime cannot run is only
-  taken when no candidate runs everywhere.
+  taken when no candidate runs everywhere;
+- `mcu/` (an int8 TFLite): the firmware pack, C++ source for TFLite Micro (`mcu.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from edgefire import (
     data,
     formats,
     layout,
+    mcu,
     metadata,
     models,
     records,
@@ -203,6 +205,13 @@ class Sources:
         self.arch, self.contract = self.trained.arch, self.trained.contract
         self.notes: dict = {}  # what a maker chose, for export.json
         self._float_onnx: bytes | None = None
+        self._data = None
+
+    def data(self):
+        """The build's dataset and its splits, loaded once."""
+        if self._data is None:
+            self._data = data.of_build(self.trained, self.data_override)
+        return self._data
 
     def float_onnx(self) -> bytes:
         if self._float_onnx is None:
@@ -219,7 +228,7 @@ def float32_tflite(sources: Sources) -> bytes:
 
 def int8_onnx(sources: Sources) -> bytes:
     """The more accurate on the validation split of the two QDQ candidates."""
-    dataset, splits = data.of_build(sources.trained, sources.data_override)
+    dataset, splits = sources.data()
     calibration = dataset.x_train[np.asarray(sources.quantized.calibration, dtype=int)]
     candidates = {
         "tf2onnx-from-int8-tflite": tflite_int8_onnx(sources.quantized_path,
@@ -251,6 +260,24 @@ DEPLOYABLES = (
 )
 
 
+def firmware_pack(sources: Sources) -> tuple[dict[str, bytes], dict]:
+    """`mcu/` for an integer TFLite, when TFLite Micro is installed to measure it: its files
+    by name and what export.json records of it (or why there is none)."""
+    micro = runtimes.RUNTIMES["tflite-micro"]
+    if sources.quantized.precision != "int8":
+        return {}, {"skipped": f"no int8 TFLite (quantize made {sources.quantized.precision})"}
+    if not micro.installed():
+        print(f"! {mcu.FOLDER}/ not written: tflite-micro {micro.missing()}", flush=True)
+        return {}, {"skipped": f"tflite-micro {micro.missing()}"}
+    dataset, _ = sources.data()
+    made = mcu.from_tflite(sources.quantized_path, list(sources.trained.classes),
+                           sources.contract, dataset.x_test, dataset.y_test)
+    if made is None:
+        return {}, {"skipped": "the int8 TFLite takes or gives float tensors"}
+    files, details = made
+    return {f"{mcu.FOLDER}/{name}": content for name, content in files.items()}, details
+
+
 def inputs(folder: Path) -> list[Path]:
     """What export reads: the float reference and the quantized TFLite (checked intact)."""
     quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
@@ -264,6 +291,7 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
     made = {layout.deployable(sources.arch, row.precision, row.file_format): row
             for row in DEPLOYABLES if row.wanted(sources.quantized)}
     content = {name: row.make(sources) for name, row in made.items()}
+    pack, pack_details = firmware_pack(sources)
     quantized = sources.quantized_path
     deployables = {quantized.name: {"format": "tflite",
                                     "precision": sources.quantized.precision,
@@ -273,16 +301,21 @@ def run(config: ExportConfig, folder: Path, data_override: str | None = None) ->
                         for name, row in made.items()})
     result = {"stage": "export", "config": as_dict(config), "source": sources.model_path.name,
               "deployables": deployables, "labels": layout.LABELS,
-              "int8_onnx": sources.notes.get("int8_onnx")}
+              "int8_onnx": sources.notes.get("int8_onnx"),
+              "mcu": {"files": list(pack), **pack_details}}
+    if pack:
+        (folder / mcu.FOLDER).mkdir(exist_ok=True)
     with artifacts.output_set():
-        for name, data_bytes in content.items():
+        for name, data_bytes in {**content, **pack}.items():
             artifacts.write_bytes(folder / name, data_bytes)
         artifacts.write_text(folder / layout.LABELS,
                              metadata.labels_text(sources.trained.classes))
         artifacts.write_json(folder / layout.record("export"), result)
-    outputs = [folder / name for name in [*content, layout.LABELS, layout.record("export")]]
+    outputs = [folder / name
+               for name in [*content, *pack, layout.LABELS, layout.record("export")]]
     made_from = {name: [sources.model_path, *([quantized] if row.from_quantized else [])]
                  for name, row in made.items()}
+    made_from.update({name: [quantized] for name in pack})
     artifacts.record_stage(folder, "export", outputs, sources.inputs, as_dict(config),
                            deployables, made_from=made_from)
     return result

@@ -185,7 +185,7 @@ def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str],
     """
     exported, quantized = records.export(folder), records.quantize(folder)
     precisions = {exported.source: "float32", **exported.deployables}
-    artifacts.check_set(folder, [*precisions, exported.labels,
+    artifacts.check_set(folder, [*precisions, exported.labels, *exported.mcu,
                                  *(layout.record(s) for s in ("train", "quantize", "export"))],
                         "verify")
     gated = {name for name, precision in exported.deployables.items()
@@ -206,6 +206,34 @@ def size_budget(config: VerifyConfig, folder: Path, reference: str) -> int:
         return config.max_bytes
     budget = records.prune_budget(folder) if reference == layout.PRUNED else None
     return budget or TARGET_BYTES
+
+
+# TFLite Micro's documentation: "the core runtime just fits in 16 KB on an Arm Cortex M3"
+# (without the kernels of the model's operators)
+MICRO_RUNTIME_BYTES = 16 * 1024
+
+
+def firmware(folder: Path, pack: dict, config: VerifyConfig) -> tuple[dict | None, list[dict]]:
+    """The firmware pack's RAM and flash for the report, and its gates (`--max-arena`,
+    `--max-flash`); one line when a gate is asked of a build without a pack."""
+    asked = [flag for flag, limit in (("--max-arena", config.max_arena),
+                                      ("--max-flash", config.max_flash)) if limit is not None]
+    if "arena_measured_bytes" not in pack:
+        if asked:
+            raise EdgefireError(f"{asked[0]}: {folder} has no firmware pack to gate "
+                                f"({pack.get('skipped', 'built before the pack existed')})")
+        return None, []
+    model, arena = pack["model"], pack["arena_measured_bytes"]
+    flash = (folder / model).stat().st_size
+    summary = {"model": model, "arena_measured_bytes": arena, "arena_bytes": pack["arena_bytes"],
+               "operators": pack["operators"], "flash_model_bytes": flash,
+               "runtime_flash_estimate_bytes": MICRO_RUNTIME_BYTES}
+    found = []
+    if config.max_arena is not None:
+        found.append(gate(model, "arena_bytes", config.max_arena, arena, arena <= config.max_arena))
+    if config.max_flash is not None:
+        found.append(gate(model, "flash_bytes", config.max_flash, flash, flash <= config.max_flash))
+    return summary, found
 
 
 def learned(accuracy: float, classes: int, images: int, epochs) -> dict:
@@ -240,6 +268,7 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
     reference, precisions, gated, quantized = artifacts_to_verify(folder)
     asked = as_dict(config)  # what the manifest records and a build compares
     config = replace(config, max_bytes=size_budget(config, folder, reference))
+    pack, pack_gates = firmware(folder, records.export(folder).pack, config)
     names = list(precisions)
     trained = records.train(folder)
     source = data.recorded_source(trained, data_override)
@@ -270,7 +299,9 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "classes": list(trained.classes),
         "target_bytes": config.max_bytes, "reference": reference,
         **network_size(folder / reference),
-        "gates": gates(rows, gated, config), "artifacts": rows}
+        "gates": gates(rows, gated, config) + pack_gates, "artifacts": rows}
+    if pack:
+        result["mcu"] = pack
     if quantized.rest.get("fallback"):
         result["fallback"] = quantized.rest["fallback"]
     layer_error = quantized.rest.get("layer_error")
