@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,openvino,micro]'
+	$(BIN)/pip install --quiet -e '.[dev,openvino,micro,npu]'
 	touch $@
 
 $(MEDIAPIPE_VENV)/.installed:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgefire.checks import choice, in_range
 from edgefire.errors import EdgefireError
+from edgefire.npu import TARGETS as NPU_TARGETS
 
 MAX_EPOCHS = 10_000  # a typo of extra zeros should not start a year-long run
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
@@ -366,11 +367,15 @@ class VerifyConfig:
                                          "int8 TFLite, in bytes (the one measured).")
     max_flash: int | None = option(None, "Firmware gate: largest int8 TFLite (the model's "
                                          "flash), in bytes.")
+    npu: str | None = option(None, "Arm Ethos-U NPU to compile the int8 TFLite for with Vela "
+                                   f"into npu/, with its estimates ({', '.join(NPU_TARGETS)}).")
 
     def __post_init__(self):
         choice(self.gate_runtimes, GATE_RUNTIMES, "--gate-runtimes")
         in_range(self.max_arena, 1, None, "--max-arena")
         in_range(self.max_flash, 1, None, "--max-flash")
+        if self.npu is not None:
+            choice(self.npu, NPU_TARGETS, "--npu")
         in_range(self.micro_images, 0, None, "--micro-images")
         in_range(self.max_bytes, 1, None, "--max-bytes")
         in_range(self.max_drop, 0, 100, "--max-drop")

@@ -17,6 +17,7 @@ REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 CONFUSION_PNG = "confusion.png"
 BUILD_LOG = "build.json"
 MCU = "mcu"  # the firmware pack's folder
+NPU = "npu"  # Vela's compiled model and summary (`verify --npu`)
 
 
 def record(stage: str) -> str:

@@ -242,6 +242,17 @@ def chance_line(result: dict) -> str:
             f"({learned['epochs_trained']} epochs trained)")
 
 
+def npu_lines(npu: dict) -> list[str]:
+    on_cpu = npu["cpu_operators"]
+    cpu = f" ({', '.join(npu['cpu_operator_types'])})" if npu["cpu_operator_types"] else ""
+    return [f"Vela {npu['vela_version']} for {npu['target']} ({npu['system_config']}, "
+            f"{npu['memory_mode']}, {npu['clock_mhz']:g} MHz): {npu['cycles']:,} cycles, "
+            f"about {npu['inference_ms_estimate']:.3f} ms an image at that clock; SRAM "
+            f"{npu['sram_bytes']:,} bytes, flash {npu['flash_bytes']:,} bytes; "
+            f"{npu['npu_operators']} operators on the NPU, {on_cpu} on the CPU{cpu}. "
+            "The compiled model is in npu/."]
+
+
 def markdown(result: dict) -> str:
     data = result["dataset"]
     gates = [f"- {'passed' if g['passed'] else 'FAILED'}: {g['name']} = {g['value']:,} "
@@ -267,6 +278,9 @@ def markdown(result: dict) -> str:
                       "TFLite Micro's allocation recorder (the Python interpreter's reference "
                       "kernels; optimized kernels such as CMSIS-NN may need scratch memory "
                       "of their own):", "", *micro, ""]
+    if result.get("npu"):
+        lines += ["## Arm Ethos-U NPU (Vela's estimates, not measurements)", "",
+                  *npu_lines(result["npu"]), ""]
     if result.get("fallback") and len(result["fallback"]["attempts"]) > 1:
         lines += ["## Accuracy-aware int8", "", *fallback_lines(result["fallback"]), ""]
     if "layer_error" in result:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, formats, layout, records, report, runtimes
+from edgefire import artifacts, data, formats, layout, npu, records, report, runtimes
 from edgefire.config import TARGET_BYTES, VerifyConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, GateFailed
@@ -236,6 +236,14 @@ def firmware(folder: Path, pack: dict, config: VerifyConfig) -> tuple[dict | Non
     return summary, found
 
 
+def check_npu(quantized: records.QuantizeRecord) -> None:
+    """`--npu` needs Vela and an int8 TFLite: one line otherwise, before anything is run."""
+    npu.check_available()
+    if quantized.precision != "int8":
+        raise EdgefireError(f"--npu: Vela compiles int8 TFLite files; this build's is "
+                            f"{quantized.precision} (build with --quantize int8)")
+
+
 def learned(accuracy: float, classes: int, images: int, epochs) -> dict:
     """Whether the float reference's top-1 is above what guessing gives (its 95% interval):
     a build below it passes its gates but says that the model did not learn."""
@@ -269,6 +277,8 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
     asked = as_dict(config)  # what the manifest records and a build compares
     config = replace(config, max_bytes=size_budget(config, folder, reference))
     pack, pack_gates = firmware(folder, records.export(folder).pack, config)
+    if config.npu:
+        check_npu(quantized)
     names = list(precisions)
     trained = records.train(folder)
     source = data.recorded_source(trained, data_override)
@@ -302,6 +312,9 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         "gates": gates(rows, gated, config) + pack_gates, "artifacts": rows}
     if pack:
         result["mcu"] = pack
+    npu_files = {}
+    if config.npu:
+        npu_files, result["npu"] = npu.compile_model(folder / quantized.artifact, config.npu)
     if quantized.rest.get("fallback"):
         result["fallback"] = quantized.rest["fallback"]
     layer_error = quantized.rest.get("layer_error")
@@ -313,10 +326,15 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
                                 len(dataset.y_test), trained.rest.get("epochs_run"))
     if not result["learned"]["above_chance"]:
         print(f"! warning: {report.chance_line(result)}", flush=True)
+    npu_paths = [folder / npu.FOLDER / name for name in npu_files]
+    if npu_files:
+        (folder / npu.FOLDER).mkdir(exist_ok=True)
     with artifacts.output_set():
         report.write(folder, result)
+        for path in npu_paths:
+            artifacts.write_bytes(path, npu_files[path.name])
     # a failed verify is recorded (compare can check its report) but never "up to date"
-    artifacts.record_stage(folder, "verify", [folder / n for n in report.OUTPUTS],
+    artifacts.record_stage(folder, "verify", [*(folder / n for n in report.OUTPUTS), *npu_paths],
                            [folder / n for n in names], asked, passed=result["passed"])
     failed = [g for g in result["gates"] if not g["passed"]]
     if failed:

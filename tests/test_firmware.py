@@ -1,5 +1,6 @@
-"""The firmware pack (`mcu/`): compiled with the system's C++ compiler and checked against
-the int8 TFLite it was made from and against TFLite Micro itself."""
+"""The firmware deliverables: the pack (`mcu/`), compiled with the system's C++ compiler and
+checked against the int8 TFLite it was made from and against TFLite Micro itself; the
+firmware gates; and Vela's Ethos-U NPU estimates (`npu/`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgefire import mcu, tflite_file
+from edgefire import mcu, npu, tflite_file
 from edgefire.cli import app
 from edgefire.config import VerifyConfig
 from edgefire.errors import EdgefireError
+from edgefire.records import QuantizeRecord
 from edgefire.runtimes import micro
 from edgefire.stages import verify
 
@@ -167,3 +169,39 @@ def test_arena_constant_is_the_measurement_plus_the_stated_margin():
 def test_operators_are_read_from_the_flatbuffer_in_order_of_first_use(built):
     ops = tflite_file.operators((built / MODEL).read_bytes())
     assert ops[0] == "QUANTIZE" and ops[-1] == "SOFTMAX" and len(set(ops)) == len(ops)
+
+
+def test_npu_estimates_from_vela_are_reported_and_recorded(built, copy_of):
+    folder = copy_of(built)
+    result = CliRunner().invoke(app, ["verify", "--artifacts", str(folder), "--npu",
+                                      "ethos-u55-128", "--micro-images", "20"])
+    assert result.exit_code == 0, result.output
+    estimate = json.loads((folder / "report.json").read_text())["npu"]
+    assert estimate["target"] == "ethos-u55-128" and estimate["clock_mhz"] == 500
+    assert estimate["cycles"] > 0 and estimate["sram_bytes"] > 0
+    assert estimate["npu_operators"] > 0 and estimate["cpu_operators"] == 0
+    assert estimate["inference_ms_estimate"] == round(estimate["cycles"] / 500e3, 4)
+    compiled = folder / "npu" / "squeezenet_int8_vela.tflite"
+    assert tflite_file.operators(compiled.read_bytes()) == ["ethos-u"]  # the NPU's command stream
+    recorded = json.loads((folder / "manifest.json").read_text())["artifacts"]
+    assert "npu/squeezenet_int8_vela.tflite" in recorded
+    assert "Vela's estimates, not measurements" in (folder / "report.md").read_text()
+
+
+def test_operators_vela_cannot_place_are_reported_not_a_failure(built):
+    _, estimate = npu.compile_model(built / "squeezenet_float32.tflite", "ethos-u55-32")
+    assert estimate["npu_operators"] == 0 and estimate["cpu_operators"] > 0
+    assert "SOFTMAX" in estimate["cpu_operator_types"]
+
+
+def test_npu_bad_input_is_one_line(monkeypatch):
+    with pytest.raises(EdgefireError, match=r"unknown --npu 'ethos-u55-99'.*ethos-u55-64"):
+        VerifyConfig(npu="ethos-u55-99")
+    float16 = QuantizeRecord(Path("quantize.json"), "m.tflite", "float16", "float16", 0.0, (), {})
+    with pytest.raises(EdgefireError, match=r"--npu: Vela compiles int8 TFLite files; this "
+                                            r"build's is float16"):
+        verify.check_npu(float16)
+    monkeypatch.setattr(npu.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(EdgefireError, match=r"Vela compiler is not installed \(pip install "
+                                            r"'edgefire\[npu\]'\)"):
+        npu.check_available()
