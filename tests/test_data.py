@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -230,3 +231,16 @@ def test_file_names_that_are_not_utf8_are_read_and_class_names_are_refused(image
                         os.path.join(os.fsencode(folder / split), b"d\xe9g"))
     with pytest.raises(EdgefireError, match="class folder name is not UTF-8"):
         data.load(str(folder))
+
+
+def test_the_data_fingerprint_is_its_content_not_when_it_was_copied(image_folder, tmp_path):
+    """A fresh clone on another machine sees the same data with new times: no retraining. The
+    same bytes and size with one image changed is other data."""
+    copied = Path(shutil.copytree(image_folder, tmp_path / "copied", copy_function=shutil.copy))
+    image = sorted((copied / "train" / "cat").iterdir())[0]
+    os.utime(image, (1, 1))
+    assert data.source_fingerprint(str(copied)) == data.source_fingerprint(str(image_folder))
+    content = bytearray(image.read_bytes())
+    content[-1] ^= 0xFF
+    image.write_bytes(bytes(content))
+    assert data.source_fingerprint(str(copied)) != data.source_fingerprint(str(image_folder))

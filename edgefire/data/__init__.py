@@ -191,17 +191,35 @@ def _digest(parts: list[str]) -> str:
 
 
 def source_fingerprint(source: str) -> str:
-    """What the data is, for the manifest: every file's name (relative to the source), size
-    and modification time; not where it lies, so a moved folder is the same data. Keras's
+    """What the data is, for the manifest: every file's name (relative to the source) and
+    content; not where it lies or when it was copied, so a moved folder, or the same data on
+    another machine, is the same data. The content's digest is kept in the cache under the
+    files' names, sizes and times, so only new or touched data is read again. Keras's
     CIFAR-10 is its cache folder ('cifar10' until it is downloaded)."""
     path = Path(source).expanduser() if source != "cifar10" else KERAS_CIFAR10_CACHE
     if not path.exists():
         return source
     try:
-        parts = _stats(path)
+        known = cache_dir() / f"content-{_digest([str(path.resolve()), *_stats(path)])}.txt"
+        if known.exists():
+            return known.read_text(encoding="utf-8").strip()
+        digest = _digest(_contents(path))
     except OSError as exc:
         raise EdgefireError(f"{path}: cannot read the data source ({exc.strerror})") from None
-    return _digest(parts)
+    with contextlib.suppress(OSError):  # best effort, like the decoded arrays
+        known.parent.mkdir(parents=True, exist_ok=True)
+        known.write_text(digest, encoding="utf-8")
+    return digest
+
+
+def _contents(path: Path) -> list[str]:
+    """Name relative to the source and sha256 of each file."""
+    parts = []
+    for entry in _entries(path):
+        if entry.is_file():
+            name = entry.relative_to(path).as_posix() if entry != path else ""
+            parts.append(f"{name}:{hashlib.sha256(entry.read_bytes()).hexdigest()}")
+    return parts
 
 
 def _cached(path: Path, size: int, loader) -> Dataset:
