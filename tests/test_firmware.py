@@ -138,10 +138,13 @@ def test_pack_is_recorded_and_an_edited_file_is_named_by_verify(built, copy_of):
     assert "mcu/model_settings.h: bytes do not match the manifest" in result.output
 
 
-def test_firmware_gates_measure_the_pack_and_fail_in_one_line(built, copy_of):
+def test_firmware_gates_and_npu_estimates_are_measured_and_reported(built, copy_of):
+    """One verify: the arena gate fails in one line, the flash gate passes, and Vela's
+    estimates for an Ethos-U55 are reported and its compiled model recorded."""
     folder = copy_of(built)
     result = CliRunner().invoke(app, ["verify", "--artifacts", str(folder), "--max-arena", "1000",
-                                      "--max-flash", "1000000000", "--micro-images", "20"])
+                                      "--max-flash", "1000000000", "--micro-images", "20",
+                                      "--npu", "ethos-u55-128"])
     assert result.exit_code == 1
     assert re.search(r"squeezenet_int8.tflite needs [\d,]+ bytes of TFLite Micro arena \(RAM\), "
                      r"[\d,]+ over the 1,000 allowed", result.output)
@@ -150,7 +153,17 @@ def test_firmware_gates_measure_the_pack_and_fail_in_one_line(built, copy_of):
     assert not arena["passed"] and flash["passed"]
     assert arena["value"] == report["mcu"]["arena_measured_bytes"]
     assert flash["value"] == (folder / MODEL).stat().st_size
-    assert "Firmware pack `mcu/`" in (folder / "report.md").read_text()
+    markdown = (folder / "report.md").read_text()
+    assert "Firmware pack `mcu/`" in markdown and "Vela's estimates, not measurements" in markdown
+    estimate = report["npu"]
+    assert estimate["target"] == "ethos-u55-128" and estimate["clock_mhz"] == 500
+    assert estimate["cycles"] > 0 and estimate["sram_bytes"] > 0
+    assert estimate["npu_operators"] > 0 and estimate["cpu_operators"] == 0
+    assert estimate["inference_ms_estimate"] == round(estimate["cycles"] / 500e3, 4)
+    compiled = folder / "npu" / "squeezenet_int8_vela.tflite"
+    assert tflite_file.operators(compiled.read_bytes()) == ["ethos-u"]  # the NPU's command stream
+    recorded = json.loads((folder / "manifest.json").read_text())["artifacts"]
+    assert "npu/squeezenet_int8_vela.tflite" in recorded
 
 
 def test_a_firmware_gate_without_a_pack_is_one_line(tmp_path):
@@ -169,23 +182,6 @@ def test_arena_constant_is_the_measurement_plus_the_stated_margin():
 def test_operators_are_read_from_the_flatbuffer_in_order_of_first_use(built):
     ops = tflite_file.operators((built / MODEL).read_bytes())
     assert ops[0] == "QUANTIZE" and ops[-1] == "SOFTMAX" and len(set(ops)) == len(ops)
-
-
-def test_npu_estimates_from_vela_are_reported_and_recorded(built, copy_of):
-    folder = copy_of(built)
-    result = CliRunner().invoke(app, ["verify", "--artifacts", str(folder), "--npu",
-                                      "ethos-u55-128", "--micro-images", "20"])
-    assert result.exit_code == 0, result.output
-    estimate = json.loads((folder / "report.json").read_text())["npu"]
-    assert estimate["target"] == "ethos-u55-128" and estimate["clock_mhz"] == 500
-    assert estimate["cycles"] > 0 and estimate["sram_bytes"] > 0
-    assert estimate["npu_operators"] > 0 and estimate["cpu_operators"] == 0
-    assert estimate["inference_ms_estimate"] == round(estimate["cycles"] / 500e3, 4)
-    compiled = folder / "npu" / "squeezenet_int8_vela.tflite"
-    assert tflite_file.operators(compiled.read_bytes()) == ["ethos-u"]  # the NPU's command stream
-    recorded = json.loads((folder / "manifest.json").read_text())["artifacts"]
-    assert "npu/squeezenet_int8_vela.tflite" in recorded
-    assert "Vela's estimates, not measurements" in (folder / "report.md").read_text()
 
 
 def test_operators_vela_cannot_place_are_reported_not_a_failure(built):
