@@ -45,7 +45,7 @@ def compile_model(model: Path, target: str) -> tuple[dict[str, bytes], dict]:
     check_available()
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-c", _VELA, str(model), "--accelerator-config", target,
-                   "--output-dir", tmp, "--show-cpu-operations"]
+                   "--output-dir", tmp]
         try:
             run = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -75,5 +75,6 @@ def estimate(row: dict, output: str, target: str) -> dict:
         "sram_bytes": round(float(row["sram_memory_used"]) * kib),
         "flash_bytes": round((float(row["off_chip_flash_memory_used"])
                               + float(row["on_chip_flash_memory_used"])) * kib),
+        "dram_bytes": round(float(row["dram_memory_used"]) * kib),  # U65/U85: weights there
         "npu_operators": counts.get("NPU", 0), "cpu_operators": counts.get("CPU", 0),
         "cpu_operator_types": cpu_ops}

@@ -248,7 +248,8 @@ def npu_lines(npu: dict) -> list[str]:
     return [f"Vela {npu['vela_version']} for {npu['target']} ({npu['system_config']}, "
             f"{npu['memory_mode']}, {npu['clock_mhz']:g} MHz): {npu['cycles']:,} cycles, "
             f"about {npu['inference_ms_estimate']:.3f} ms an image at that clock; SRAM "
-            f"{npu['sram_bytes']:,} bytes, flash {npu['flash_bytes']:,} bytes; "
+            f"{npu['sram_bytes']:,} bytes, flash {npu['flash_bytes']:,} bytes, DRAM "
+            f"{npu.get('dram_bytes', 0):,} bytes; "
             f"{npu['npu_operators']} operators on the NPU, {on_cpu} on the CPU{cpu}. "
             "The compiled model is in npu/."]
 
