@@ -10,7 +10,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from typer.testing import CliRunner
 
-from edgefire import data, runtimes
+from edgefire import contract, data, mcu, runtimes
 from edgefire.cli import app
 from edgefire.stages.verify import tflite_kernel_zeros
 
@@ -78,6 +78,16 @@ def test_int8_io_option_gives_int8_input_with_zero_point_minus_128(pruned_folder
     assert tensor_in["dtype"] == np.int8
     assert math.isclose(tensor_in["quantization"][0], 1 / 255, rel_tol=1e-4)
     assert tensor_in["quantization"][1] == -128
+    # the firmware pack follows the file's I/O type: int8 tensors, pixels shifted by -128
+    pixels = np.arange(2 * 32 * 32 * 3, dtype=np.int64).reshape(2, 32, 32, 3) % 256
+    classes = json.loads((folder / "train.json").read_text())["classes"]
+    files, _ = mcu.from_tflite(folder / "squeezenet_int8.tflite", classes,
+                               contract.InputContract(), pixels.astype(np.uint8), np.arange(2))
+    settings = files["model_settings.h"].decode()
+    assert "using InputType = int8_t;" in settings and "kInputZeroPoint = -128;" in settings
+    assert "using OutputType = int8_t;" in settings
+    first_values = files["golden.cc"].decode().split("{\n", 2)[2].split(",")[:3]
+    assert [int(v) for v in first_values] == [-128, -127, -126]
 
 
 def test_calibration_images_come_only_from_the_training_split(pruned_folder, copy_of,
