@@ -217,16 +217,35 @@ def max_pool(graph: Graph, node, attrs: dict) -> list[Value]:
     return [Value(layer(tensor))]
 
 
+def _counted(size: int, kernel: int, stride: int, pads: tuple, extra: int,
+             include_pad: bool) -> np.ndarray:
+    """How many cells of each window along one axis the average divides by: the input's own,
+    and the explicit padding's with `count_include_pad`; never ceil_mode's overhang."""
+    low, high = (-pads[0], size + pads[1]) if include_pad else (0, size)
+    windows = (size + pads[0] + pads[1] + extra - kernel) // stride + 1
+    starts = np.arange(windows) * stride - pads[0]
+    return np.array([max(min(s + kernel, high) - max(s, low), 1) for s in starts])
+
+
 def average_pool(graph: Graph, node, attrs: dict) -> list[Value]:
+    """An average over zero-padded windows, rescaled where a window counts fewer cells than
+    the kernel has (PyTorch's `count_include_pad=False`, and ceil_mode's last windows)."""
     x = graph.get(node, 0)
     kernel, strides, pads, extra = _pool_geometry(graph, node, attrs, x)
-    padded = any(p for pair in pads for p in pair)
-    if any(extra) or (padded and not attrs.get("count_include_pad", 0)):
-        raise graph.error(node, "averages over padding it does not count (ceil_mode, or pads "
-                                "with count_include_pad 0); edgefire counts every cell")
-    tensor = _padded(graph, node, x.tensor, pads)
+    padded = ((pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1]))
+    tensor = _padded(graph, node, x.tensor, padded)
     layer = _layers().AveragePooling2D(kernel, strides, padding="valid", name=graph.name(node))
-    return [Value(layer(tensor))]
+    pooled = layer(tensor)
+    if not any(extra) and (attrs.get("count_include_pad", 0) or not any(sum(pads, ()))):
+        return [Value(pooled)]
+    if None in x.shape[2:]:
+        raise graph.error(node, "averages over padding it does not count, which needs a "
+                                "fixed input size")
+    counts = [_counted(size, k, s, p, e, bool(attrs.get("count_include_pad", 0)))
+              for size, k, s, p, e in zip(x.shape[2:], kernel, strides, pads, extra,
+                                          strict=True)]
+    scale = kernel[0] * kernel[1] / np.outer(*counts)
+    return [Value(tensorflow().math.multiply(pooled, scale[None, :, :, None].astype("float32")))]
 
 
 def global_pool(kind: str):

@@ -1,0 +1,45 @@
+"""ONNX files written by PyTorch's own exporters (tests/fixtures/torch, made by
+tests/fixtures/export_torch.py with torch 2.13): the TorchScript exporter at opsets 13 and 17
+and the dynamo exporter at opset 18, of a MobileNetV3-like and a ResNet-like classifier."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefire import data
+from edgefire.models import from_onnx
+
+FIXTURES = sorted((Path(__file__).parent / "fixtures" / "torch").glob("*.onnx"))
+
+
+@pytest.fixture(scope="module")
+def images(image_folder) -> np.ndarray:
+    """Model inputs (pixel / 255, NHWC) of varied images: the synthetic test split."""
+    return data.load(str(image_folder)).x_test[:64].astype(np.float32) / 255
+
+
+def test_every_exporter_and_opset_is_here():
+    names = {p.stem for p in FIXTURES}
+    for model in ("mobilenet_like", "resnet_like"):
+        assert {f"{model}_torchscript_opset13", f"{model}_torchscript_opset17",
+                f"{model}_dynamo_opset18"} <= names
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_a_pytorch_export_converts_to_the_same_function_node_by_node(path, images):
+    model = from_onnx.read(path)
+    described = from_onnx.describe(model)
+    assert described["producer"].startswith("pytorch")
+    assert described["opset"] == int(re.search(r"opset(\d+)", path.stem).group(1))
+    converted, logits = from_onnx.convert(model, path, 32)
+    assert logits == path.stem.startswith("mobilenet_like")  # the ResNet ends in a softmax
+    # every node's output, in graph order, against onnxruntime's
+    assert from_onnx.first_difference(model, path, 32, images[:8]) is None
+    result = from_onnx.compare(path, converted, images, logits)
+    assert result["agreement"] == 1.0 and result["max_score_difference"] < 1e-4
+    theirs = from_onnx.onnxruntime_scores(path, images)
+    assert theirs.std(axis=0).max() > 0.01  # the scores depend on the image
