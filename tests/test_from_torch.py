@@ -4,6 +4,7 @@ and the dynamo exporter at opset 18, of a MobileNetV3-like and a ResNet-like cla
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -43,3 +44,26 @@ def test_a_pytorch_export_converts_to_the_same_function_node_by_node(path, image
     assert result["agreement"] == 1.0 and result["max_score_difference"] < 1e-4
     theirs = from_onnx.onnxruntime_scores(path, images)
     assert theirs.std(axis=0).max() > 0.01  # the scores depend on the image
+
+
+@pytest.mark.slow
+def test_a_pytorch_mobilenet_builds_with_channel_pruning(image_folder, tmp_path):
+    """Squeeze-and-excitation, hardswish, PReLU and SiLU are layers channel pruning thins
+    through; every stage runs on the converted file."""
+    from typer.testing import CliRunner
+
+    from edgefire.cli import app
+
+    path = next(p for p in FIXTURES if p.stem == "mobilenet_like_dynamo_opset18")
+    folder = tmp_path / "built"
+    result = CliRunner().invoke(app, [
+        "build", "--quantize", "int8", "--model", str(path), "--data", str(image_folder),
+        "--epochs", "1", "--batch-size", "32", "--prune", "channels", "--channel-sparsity",
+        "0.3", "--prune-epochs", "1", "--max-drop", "100", "--micro-images", "20",
+        "--artifacts", str(folder)])
+    assert result.exit_code == 0, result.output
+    given = json.loads((folder / "train.json").read_text())["given_model"]
+    assert given["format"] == "onnx" and given["equality"]["agreement"] >= 0.995
+    filters = json.loads((folder / "prune.json").read_text())["channels"]["filters"]
+    assert any(f["kept"] < f["before"] for f in filters.values())
+    assert (folder / "mcu" / "model_data.cc").exists()

@@ -22,7 +22,9 @@ from edgefire.tfenv import keras
 PASS_THROUGH = ("InputLayer", "ReLU", "Activation", "MaxPooling2D", "AveragePooling2D",
                 "Dropout", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Softmax",
                 "ZeroPadding2D", "Rescaling", "Normalization", "BatchNormalization",
-                "Flatten", "Concatenate", "Add", "Conv2D", "DepthwiseConv2D", "Dense")
+                "Flatten", "Concatenate", "Add", "Conv2D", "DepthwiseConv2D", "Dense",
+                "Multiply", "Subtract", "LeakyReLU", "PReLU")
+JOINS = ("Add", "Multiply", "Subtract")  # element-wise: they tie their inputs' channels
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ def check_prunable(model) -> None:
         kind = type(layer).__name__
         if kind not in PASS_THROUGH:
             raise EdgefireError(f"channel pruning cannot follow layer {layer.name!r} ({kind}): "
-                                "it takes chains of convolutions, concatenations and additions")
+                                "it takes chains of convolutions, concatenations and "
+                                "element-wise joins")
         if kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
             raise EdgefireError(f"channel pruning cannot follow layer {layer.name!r}: depth "
                                 "multiplier other than 1")
@@ -83,7 +86,7 @@ def origins(model) -> tuple[dict, list]:
             source[layer.name] = [None] * layer.units
         elif kind == "Concatenate":
             source[layer.name] = [s for p in parents for s in source[p.name]]
-        elif kind == "Add":
+        elif kind in JOINS:
             first = source[parents[0].name]
             for other in parents[1:]:
                 ties += list(zip(first, source[other.name], strict=True))
@@ -129,6 +132,10 @@ def units(model) -> list[Unit]:
     check_prunable(model)
     protected = {classifier(model)}
     source, ties = origins(model)
+    for layer in model.layers:  # a grouped convolution keeps its filters and its input's
+        if type(layer).__name__ == "Conv2D" and layer.groups > 1:
+            protected.add(layer.name)
+            protected.update(s[0] for s in source[inbound(layer)[0].name] if s is not None)
     parent = {}
 
     def find(node):
@@ -141,8 +148,8 @@ def units(model) -> list[Unit]:
             protected.update(n[0] for n in (a, b) if n is not None)
         elif find(a) != find(b):
             parent[find(a)] = find(b)
-    convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"
-             and layer.name not in protected]
+    # protected ones too: a convolution tied to a protected one is kept with it
+    convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
     groups: dict = {}
     for name in convs:
         for f in range(model.get_layer(name).filters):
@@ -228,12 +235,16 @@ def _sliced(layer, ins: list[int], out: list[int]) -> list[np.ndarray]:
     kind, weights = type(layer).__name__, layer.get_weights()
     if not weights:
         return []
+    if kind == "Conv2D" and layer.groups > 1:  # kept whole, with its input (see `units`)
+        return weights
     if kind == "Conv2D":
         return [weights[0][:, :, ins][..., out], *(w[out] for w in weights[1:])]
     if kind == "DepthwiseConv2D":
         return [weights[0][:, :, ins], *(w[ins] for w in weights[1:])]
     if kind == "Dense":
         return [weights[0][ins], *weights[1:]]
+    if kind == "PReLU" and weights[0].shape[-1] == int(layer.output.shape[-1]):
+        return [weights[0][..., ins]]
     if kind in ("BatchNormalization", "Normalization") and len(weights[0]) == \
             int(layer.output.shape[-1]):
         return [w[ins] if np.ndim(w) and len(w) == len(weights[0]) else w for w in weights]

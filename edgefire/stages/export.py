@@ -37,7 +37,7 @@ from edgefire import (
 )
 from edgefire.config import ExportConfig, as_dict
 from edgefire.contract import InputContract
-from edgefire.errors import EdgefireError, ToolFailed
+from edgefire.errors import EdgefireError, ToolFailed, first_line
 from edgefire.tfenv import quiet, tensorflow
 
 ONNX_INPUT = "image"
@@ -57,7 +57,14 @@ def float_onnx(model, opset: int) -> bytes:
     except Exception as exc:  # tf2onnx raises many types on unsupported graphs
         raise ToolFailed(f"tf2onnx (opset {opset}) failed: {exc}") from None
     shorten_names(proto)
-    onnx.checker.check_model(proto, full_check=True)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:  # an op it left untranslated
+        grouped = [layer.name for layer in model.layers if getattr(layer, "groups", 1) > 1]
+        hint = (f" (layers {', '.join(grouped)} are grouped convolutions, which tf2onnx "
+                "cannot translate)" if grouped else "")
+        raise ToolFailed(f"tf2onnx (opset {opset}) wrote an invalid ONNX graph: "
+                         f"{first_line(exc)}{hint}") from None
     return proto.SerializeToString()
 
 

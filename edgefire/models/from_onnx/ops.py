@@ -129,18 +129,35 @@ def activation(name: str):
     return make
 
 
-def _hard_sigmoid(tensor, alpha: float, beta: float):
-    return tensorflow().clip_by_value(tensor * alpha + beta, 0.0, 1.0)
+def _scaled(tensor, weight: float, bias: float, name: str):
+    """`tensor * weight + bias` per channel as a fixed 1x1 depthwise convolution: a layer that
+    channel pruning thins and TFLite fuses, where TensorFlow ops would be opaque to both."""
+    channels = int(tensor.shape[-1])
+    layer = _layers().DepthwiseConv2D(1, use_bias=True, trainable=False, name=name)
+    out = layer(tensor)
+    layer.set_weights([np.full((1, 1, channels, 1), weight, "float32"),
+                       np.full((channels,), bias, "float32")])
+    return out
+
+
+def _hard_sigmoid(tensor, alpha: float, beta: float, name: str):
+    """clip(alpha * x + beta, 0, 1); on images, relu6(6 alpha x + 6 beta) / 6 in layers."""
+    if len(tensor.shape) != 4:
+        return tensorflow().clip_by_value(tensor * alpha + beta, 0.0, 1.0)
+    six = _layers().ReLU(max_value=6.0, name=f"{name}_relu6")(
+        _scaled(tensor, 6 * alpha, 6 * beta, f"{name}_affine"))
+    return _scaled(six, 1 / 6, 0.0, f"{name}_sixth")
 
 
 def hard_sigmoid(graph: Graph, node, attrs: dict) -> list[Value]:
     x = graph.get(node, 0).tensor
-    return [Value(_hard_sigmoid(x, attrs.get("alpha", 0.2), attrs.get("beta", 0.5)))]
+    return [Value(_hard_sigmoid(x, attrs.get("alpha", 0.2), attrs.get("beta", 0.5),
+                                graph.name(node)))]
 
 
 def hard_swish(graph: Graph, node, attrs: dict) -> list[Value]:
     x = graph.get(node, 0).tensor
-    gate = _hard_sigmoid(x, 1 / 6, 0.5)
+    gate = _hard_sigmoid(x, 1 / 6, 0.5, f"{graph.name(node)}_gate")
     return [Value(_layers().Multiply(name=graph.name(node))([x, gate]))]
 
 
@@ -208,10 +225,26 @@ def _pool_geometry(graph: Graph, node, attrs: dict, x: Value):
     return kernel, strides, pads, extra
 
 
+def _tf_same(shape: tuple, kernel: tuple, strides: tuple, pads: tuple) -> bool:
+    """Whether the padding (ceil_mode's included) is exactly what TensorFlow's 'same' pooling
+    adds, which leaves the padded cells out of a maximum and out of an average's count: one
+    pooling layer, with no padding op that TFLite and channel pruning would have to carry."""
+    if None in shape:
+        return False
+    for size, k, s, pad in zip(shape, kernel, strides, pads, strict=True):
+        total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+        if pad != (total // 2, total - total // 2):
+            return False
+    return True
+
+
 def max_pool(graph: Graph, node, attrs: dict) -> list[Value]:
     x = graph.get(node, 0)
     kernel, strides, pads, extra = _pool_geometry(graph, node, attrs, x)
     pads = ((pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1]))
+    if any(sum(pads, ())) and _tf_same(x.shape[2:], kernel, strides, pads):
+        layer = _layers().MaxPooling2D(kernel, strides, padding="same", name=graph.name(node))
+        return [Value(layer(x.tensor))]
     tensor = _padded(graph, node, x.tensor, pads, MAX_NEGATIVE)
     layer = _layers().MaxPooling2D(kernel, strides, padding="valid", name=graph.name(node))
     return [Value(layer(tensor))]
@@ -233,6 +266,10 @@ def average_pool(graph: Graph, node, attrs: dict) -> list[Value]:
     x = graph.get(node, 0)
     kernel, strides, pads, extra = _pool_geometry(graph, node, attrs, x)
     padded = ((pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1]))
+    if not attrs.get("count_include_pad", 0) and _tf_same(x.shape[2:], kernel, strides, padded):
+        layer = _layers().AveragePooling2D(kernel, strides, padding="same",
+                                           name=graph.name(node))
+        return [Value(layer(x.tensor))]
     tensor = _padded(graph, node, x.tensor, padded)
     layer = _layers().AveragePooling2D(kernel, strides, padding="valid", name=graph.name(node))
     pooled = layer(tensor)
