@@ -260,3 +260,23 @@ def test_a_byte_budget_given_to_prune_is_verifys_gate_through_the_stage_commands
                        "500000", "--artifacts", str(folder)])  # a gate given wins
     assert result.exit_code == 0, result.output
     assert json.loads((folder / "report.json").read_text())["target_bytes"] == 500_000
+
+
+def test_a_grouped_convolution_keeps_its_filters_its_input_and_what_an_addition_ties_to_it():
+    from edgefire.tfenv import keras
+
+    layers = keras().layers
+    image = layers.Input((8, 8, 3))
+    first = layers.Conv2D(6, 3, padding="same", name="first")(image)
+    feeding = layers.Conv2D(8, 1, name="feeding")(first)
+    grouped = layers.Conv2D(8, 3, padding="same", groups=2, name="grouped")(feeding)
+    tied = layers.Conv2D(8, 1, name="tied")(first)
+    gated = layers.Multiply(name="gated")([layers.Add()([grouped, tied]),
+                                           layers.Activation("sigmoid")(tied)])
+    head = layers.Dense(3, name="head")(layers.GlobalAveragePooling2D()(gated))
+    model = keras().Model(image, head)
+    assert [sorted(u.members) for u in channels.units(model)] == [["first"]]
+    thinner = channels.thin(model, channels.plan(model, 0.5))
+    assert thinner.get_layer("first").filters == 3 and thinner.get_layer("grouped").filters == 8
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    assert thinner(x).shape == (2, 3)
