@@ -66,8 +66,9 @@ class Measured:
 
 
 def arena_size(measured: int) -> int:
-    """`kTensorArenaSize`: the measured arena plus the margin, rounded up to 16 bytes."""
-    return int(math.ceil(measured * (1 + ARENA_MARGIN) / 16) * 16)
+    """`kTensorArenaSize`: the measured arena plus at most the margin, a multiple of 16 bytes
+    (never below the measurement)."""
+    return max(math.ceil(measured / 16), math.floor(measured * (1 + ARENA_MARGIN) / 16)) * 16
 
 
 def resolver_method(op: str) -> str:
@@ -197,6 +198,8 @@ def from_tflite(path: Path, classes: list[str], contract: InputContract,
                 pixels: np.ndarray, labels: np.ndarray) -> tuple[dict[str, bytes], dict] | None:
     """The pack's files for an integer `.tflite` and what export records of it, or None when
     the file takes or gives floats (TFLite Micro's int8 kernels are what it is for)."""
+    from edgefire import tflite_file
+
     read = tflite_tensors(path)
     if read is None:
         return None
@@ -205,6 +208,7 @@ def from_tflite(path: Path, classes: list[str], contract: InputContract,
     files = pack(path.read_bytes(), path.name, ops, inputs, outputs, classes, contract,
                  measured)
     return files, {"model": path.name, "operators": ops,
+                   "float_operators": tflite_file.operators(path.read_bytes(), float_only=True),
                    "arena_measured_bytes": measured.arena_bytes,
                    "arena_bytes": arena_size(measured.arena_bytes),
                    "arena_margin": ARENA_MARGIN, "golden_images": len(measured.inputs)}

@@ -64,16 +64,23 @@ def _shared_prefix(names: list[str]) -> str:
     return f"{heads.pop()}/" if len(heads) == 1 else ""
 
 
-def operators(tflite: bytes) -> list[str]:
+def operators(tflite: bytes, float_only: bool = False) -> list[str]:
     """The operators of the main subgraph in order of first use, by their builtin names
-    (`CONV_2D`) or a custom operator's own name: what a TFLite Micro op resolver registers."""
+    (`CONV_2D`) or a custom operator's own name: what a TFLite Micro op resolver registers.
+    `float_only`: those that compute in float (an output of type FLOAT32), which the
+    accuracy-aware fallback keeps, and which run as float kernels on a microcontroller."""
     model = schema().Model.GetRootAsModel(tflite, 0)
     builtin = {code: name for name, code in vars(schema().BuiltinOperator).items()
                if not name.startswith("_")}
     graph = model.Subgraphs(0)
     used = []
     for index in range(graph.OperatorsLength()):
-        code = model.OperatorCodes(graph.Operators(index).OpcodeIndex())
+        operator = graph.Operators(index)
+        outputs = [graph.Tensors(operator.Outputs(i)).Type()
+                   for i in range(operator.OutputsLength())]
+        if float_only and schema().TensorType.FLOAT32 not in outputs:
+            continue
+        code = model.OperatorCodes(operator.OpcodeIndex())
         number = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         custom = code.CustomCode()
         used.append(_text(custom) if number == builtin_code("CUSTOM") else builtin[number])

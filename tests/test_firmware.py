@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgefire import mcu, npu, tflite_file
+from edgefire import mcu, npu, report, tflite_file
 from edgefire.cli import app
 from edgefire.config import VerifyConfig
 from edgefire.errors import EdgefireError
@@ -175,8 +175,10 @@ def test_a_firmware_gate_without_a_pack_is_one_line(tmp_path):
 
 
 def test_arena_constant_is_the_measurement_plus_the_stated_margin():
-    assert mcu.arena_size(39_792) == 43_776  # 39,792 * 1.1 = 43,771.2 -> next multiple of 16
-    assert mcu.arena_size(16) == 32 and mcu.arena_size(1) == 16
+    assert mcu.arena_size(39_792) == 43_760  # 39,792 * 1.1 = 43,771.2 -> a multiple of 16 below
+    assert mcu.arena_size(16) == 16 and mcu.arena_size(1) == 16  # never below the measurement
+    for measured in range(1, 100_000, 997):
+        assert measured <= mcu.arena_size(measured) <= max(measured * 1.1, measured + 15)
 
 
 def test_operators_are_read_from_the_flatbuffer_in_order_of_first_use(built):
@@ -201,3 +203,14 @@ def test_npu_bad_input_is_one_line(monkeypatch):
     with pytest.raises(EdgefireError, match=r"Vela compiler is not installed \(pip install "
                                             r"'edgefire\[npu\]'\)"):
         npu.check_available()
+
+
+def test_float_operators_are_named_for_a_file_that_is_not_full_integer(built):
+    assert tflite_file.operators((built / MODEL).read_bytes(), float_only=True) == []
+    floats = tflite_file.operators((built / "squeezenet_float32.tflite").read_bytes(),
+                                   float_only=True)
+    assert {"CONV_2D", "SOFTMAX"} <= set(floats)
+    line = report.firmware_lines({"model": MODEL, "arena_bytes": 16, "arena_measured_bytes": 16,
+                                  "flash_model_bytes": 1, "runtime_flash_estimate_bytes": 1,
+                                  "operators": ["CONV_2D"], "float_operators": ["CONV_2D"]})
+    assert "not full-integer: CONV_2D run in float on the microcontroller" in line[0]

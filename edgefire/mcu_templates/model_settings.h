@@ -31,7 +31,7 @@ constexpr const char* kCategoryLabels[kNumClasses] = {
 };
 
 // TFLite Micro used @measured_arena@ bytes of arena for this model (measured by edgefire with
-// the reference kernels on a 64-bit host); this is that plus @margin@, rounded up to 16.
+// the reference kernels on a 64-bit host); this is that plus at most @margin@, a multiple of 16.
 // Optimized kernels (CMSIS-NN) may ask for scratch memory beyond it: main.cc prints what
 // AllocateTensors needed on your target.
 constexpr int kMeasuredArenaSize = @measured_arena@;

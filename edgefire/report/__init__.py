@@ -114,12 +114,15 @@ def firmware_lines(pack: dict | None) -> list[str]:
     if not pack:
         return []
     model = pack["flash_model_bytes"]
+    floats = pack.get("float_operators")
+    in_float = (f"; not full-integer: {', '.join(floats)} run in float on the microcontroller"
+                if floats else "")
     return [f"- Firmware pack `mcu/` ({pack['model']}): `kTensorArenaSize` "
             f"{pack['arena_bytes']:,} bytes (the {pack['arena_measured_bytes']:,} measured, "
             f"plus a margin); flash {model:,} bytes of model, plus TFLite Micro's core runtime, "
             f"about {pack['runtime_flash_estimate_bytes']:,} bytes on a Cortex-M3 (its "
             "documentation's estimate, not measured here) and the kernels of "
-            f"{', '.join(pack['operators'])}"]
+            f"{', '.join(pack['operators'])}{in_float}"]
 
 
 def fallback_summary(record: dict) -> str:

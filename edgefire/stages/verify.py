@@ -227,6 +227,7 @@ def firmware(folder: Path, pack: dict, config: VerifyConfig) -> tuple[dict | Non
     flash = (folder / model).stat().st_size
     summary = {"model": model, "arena_measured_bytes": arena, "arena_bytes": pack["arena_bytes"],
                "operators": pack["operators"], "flash_model_bytes": flash,
+               "float_operators": pack.get("float_operators", []),
                "runtime_flash_estimate_bytes": MICRO_RUNTIME_BYTES}
     found = []
     if config.max_arena is not None:
