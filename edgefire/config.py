@@ -344,6 +344,8 @@ class QuantizeConfig:
 class ExportConfig:
     # QDQ per-channel needs >= 13; every onnxruntime of the last years has it
     opset: int = option(13, "ONNX opset (13-21).")
+    mcu: bool = option(True, "Write the firmware pack mcu/ (C++ source for TFLite Micro, with "
+                             "the measured arena) beside an int8 TFLite.")
 
     def __post_init__(self):  # below 13 the int8 ONNX cannot be written (per-channel QDQ)
         in_range(self.opset, 13, 21, "--opset")

@@ -194,6 +194,13 @@ def measure(path: Path, pixels: np.ndarray, labels: np.ndarray,
     return Measured(inputs, outputs, np.asarray(labels), arena)
 
 
+def golden_indices(labels: np.ndarray) -> np.ndarray:
+    """The golden images: the first test image of each class, the first `GOLDEN_IMAGES` of
+    those (a self-test that sees several classes)."""
+    firsts = sorted(int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels))
+    return np.array(firsts[:GOLDEN_IMAGES], dtype=int)
+
+
 def from_tflite(path: Path, classes: list[str], contract: InputContract,
                 pixels: np.ndarray, labels: np.ndarray) -> tuple[dict[str, bytes], dict] | None:
     """The pack's files for an integer `.tflite` and what export records of it, or None when
@@ -204,7 +211,8 @@ def from_tflite(path: Path, classes: list[str], contract: InputContract,
     if read is None:
         return None
     ops, inputs, outputs = read
-    measured = measure(path, pixels[:GOLDEN_IMAGES], labels[:GOLDEN_IMAGES], contract)
+    chosen = golden_indices(labels)
+    measured = measure(path, pixels[chosen], labels[chosen], contract)
     files = pack(path.read_bytes(), path.name, ops, inputs, outputs, classes, contract,
                  measured)
     return files, {"model": path.name, "operators": ops,

@@ -174,6 +174,19 @@ def test_a_firmware_gate_without_a_pack_is_one_line(tmp_path):
     assert verify.firmware(tmp_path, skipped, VerifyConfig()) == (None, [])
 
 
+def test_golden_images_are_of_several_classes_and_no_mcu_writes_no_pack(built, copy_of):
+    labels = np.array([2, 2, 0, 1, 0, 3, 4, 1])
+    assert mcu.golden_indices(labels).tolist() == [0, 2, 3, 5]
+    assert mcu.golden_indices(np.array([1, 1, 1])).tolist() == [0]
+    folder = copy_of(built)
+    result = CliRunner().invoke(app, ["export", "--no-mcu", "--artifacts", str(folder)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((folder / "export.json").read_text())["mcu"]
+    assert record == {"files": [], "skipped": "--no-mcu"}
+    manifest = json.loads((folder / "manifest.json").read_text())["artifacts"]
+    assert not [name for name in manifest if name.startswith("mcu/")]
+
+
 def test_arena_constant_is_the_measurement_plus_the_stated_margin():
     assert mcu.arena_size(39_792) == 43_760  # 39,792 * 1.1 = 43,771.2 -> a multiple of 16 below
     assert mcu.arena_size(16) == 16 and mcu.arena_size(1) == 16  # never below the measurement

@@ -271,6 +271,8 @@ def firmware_pack(sources: Sources) -> tuple[dict[str, bytes], dict]:
     """`mcu/` for an integer TFLite, when TFLite Micro is installed to measure it: its files
     by name and what export.json records of it (or why there is none)."""
     micro = runtimes.RUNTIMES["tflite-micro"]
+    if not sources.config.mcu:
+        return {}, {"skipped": "--no-mcu"}
     if sources.quantized.precision != "int8":
         return {}, {"skipped": f"no int8 TFLite (quantize made {sources.quantized.precision})"}
     if not micro.installed():
