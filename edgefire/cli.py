@@ -315,6 +315,10 @@ def predict(
         help="Run the model in litert, onnxruntime, tf_keras, openvino or tflite-micro "
              "[default: the file's own].")] = None,
     trust_model_code: TrustOpt = False,
+    mean: Annotated[str | None, typer.Option(
+        help="A --model file from elsewhere takes (pixel - mean) / std: one value or three, "
+             "pixel units [default: 0].")] = None,
+    std: Annotated[str | None, typer.Option(help="See --mean [default: 255].")] = None,
 ) -> None:
     """Classify images of any size with a built model (FILE, LABEL, SCORE per line)."""
 
@@ -326,7 +330,7 @@ def predict(
 
         in_range(top, 1, None, "--top")
         results = stage.run(paths, artifacts, model, top, runtime=runtime,
-                            trust_code=trust_model_code)
+                            trust_code=trust_model_code, normalize=(mean, std))
         if json_output:
             typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
             return

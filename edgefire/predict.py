@@ -131,17 +131,36 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def foreign_contract(normalize: tuple, own: bool) -> InputContract | None:
+    """The input a file from elsewhere takes (`--mean`, `--std`); None when not given. A
+    build's own files carry theirs in train.json: one line if they are given anyway."""
+    from edgefire.config import channels
+
+    mean, std = (channels(normalize[0], "--mean", 0, 255), channels(normalize[1], "--std", 0,
+                                                                      None))
+    if mean is None and std is None:
+        return None
+    if own:
+        raise EdgefireError("--mean and --std are for a model file from elsewhere: the build's "
+                            "own files take the normalization recorded in train.json")
+    return InputContract(mean=mean or (0.0,) * 3, std=std or (255.0,) * 3)
+
+
 def run(paths: list[Path], folder: Path, model: Path | None = None, top: int = 1,
-        batch: int = 64, runtime: str | None = None, trust_code: bool = False) -> list[dict]:
+        batch: int = 64, runtime: str | None = None, trust_code: bool = False,
+        normalize: tuple = (None, None)) -> list[dict]:
     """Top-`top` labels and scores of every image: [{"file", "top": [{"label", "score"}]}],
     from `runtime` (`runtimes.RUNTIMES`; by default the file's native one); `trust_code`
-    lets a Keras file's `Lambda` layers load (and run)."""
+    lets a Keras file's `Lambda` layers load (and run); `normalize`, the (--mean, --std) a
+    file from elsewhere expects."""
     model = model or default_model(folder)
     own = is_own(model, folder)
-    contract = build_contract(folder) if own else None  # another file: its own input size
+    foreign = foreign_contract(normalize, own)
+    # another file: its own input size, and the normalization given for it
+    contract = build_contract(folder) if own else foreign
     runner = runtimes.open_model(model, contract=contract, runtime=runtime,
                                  trust_code=trust_code)
-    size = contract.size if contract else runner.input_size
+    size = contract.size if own and contract else runner.input_size
     labels = labels_of(model, folder, own)
     files = image_files(paths)
     results = []

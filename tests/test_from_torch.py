@@ -67,3 +67,29 @@ def test_a_pytorch_mobilenet_builds_with_channel_pruning(image_folder, tmp_path)
     filters = json.loads((folder / "prune.json").read_text())["channels"]["filters"]
     assert any(f["kept"] < f["before"] for f in filters.values())
     assert (folder / "mcu" / "model_data.cc").exists()
+
+
+def test_predict_normalizes_a_file_from_elsewhere_as_told(image_folder, tmp_path,
+                                                          trained_folder):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgefire.cli import app
+
+    model = Path(shutil.copy(FIXTURES[0], tmp_path / "model.onnx"))
+    (tmp_path / "labels.txt").write_text("".join(f"class {i}\n" for i in range(10)))
+    image = sorted((image_folder / "test" / "ship").glob("*.png"))[0]
+    result = CliRunner().invoke(app, ["predict", str(image), "--model", str(model), "--json",
+                                      "--top", "10", "--mean", "127.5", "--std", "127.5"])
+    assert result.exit_code == 0, result.output
+    scores = {t["label"]: t["score"] for t in json.loads(result.stdout)[0]["top"]}
+    pixels = data.read_image(image, 32).astype(np.float32)
+    expected = from_onnx.softmax(from_onnx.onnxruntime_scores(model, (pixels[None] - 127.5)
+                                                                / 127.5))[0]
+    assert [scores[f"class {i}"] for i in range(10)] == pytest.approx(expected, abs=1e-5)
+    own = CliRunner().invoke(app, ["predict", str(image), "--artifacts", str(trained_folder),
+                                   "--model", str(trained_folder / "trained.h5"), "--mean",
+                                   "127.5"])
+    assert own.exit_code == 2
+    assert "--mean and --std are for a model file from elsewhere" in own.output
