@@ -87,17 +87,12 @@ def c_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def c_numbers(values, per_line: int = 12, indent: str = "    ") -> str:
-    """Integers as the body of a C array initializer, `per_line` to a line."""
-    items = [str(int(v)) for v in values]
+def c_numbers(values, per_line: int = 12, indent: str = "    ", form: str = "d") -> str:
+    """Integers as the body of a C array initializer, `per_line` to a line (`form` "#04x":
+    bytes in hex)."""
+    items = [format(int(v), form) for v in values]
     rows = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
     return ",\n".join(indent + row for row in rows)
-
-
-def c_bytes(content: bytes, per_line: int = 12) -> str:
-    rows = [", ".join(f"0x{b:02x}" for b in content[i:i + per_line])
-            for i in range(0, len(content), per_line)]
-    return ",\n".join("    " + row for row in rows)
 
 
 def c_float(value: float) -> str:
@@ -109,7 +104,7 @@ def model_data(content: bytes, name: str) -> dict[str, str]:
     about = f"// {name}: {len(content)} bytes, sha256 {digest}\n"
     return {
         "model_data.h": _fill("model_data.h", about=about),
-        "model_data.cc": _fill("model_data.cc", about=about, bytes=c_bytes(content),
+        "model_data.cc": _fill("model_data.cc", about=about, bytes=c_numbers(content, form="#04x"),
                                length=str(len(content)))}
 
 
@@ -165,14 +160,8 @@ def pack(content: bytes, name: str, ops: list[str], inputs: Tensor, outputs: Ten
     return {file: text.encode("utf-8") for file, text in files.items()}
 
 
-def tflite_tensors(path: Path) -> tuple[list[str], Tensor, Tensor] | None:
-    """The operators of a `.tflite` (in order of first use) and its input and output tensors;
-    None when either tensor is not int8 or uint8."""
-    from edgefire import tflite_file
-    from edgefire.runtimes import litert
-
-    interpreter = litert.interpreter(path)
-    ops = tflite_file.operators(path.read_bytes())
+def tflite_tensors(interpreter) -> tuple[Tensor, Tensor] | None:
+    """A `.tflite`'s input and output tensors; None when either is not int8 or uint8."""
     tensors = []
     for details in (interpreter.get_input_details()[0], interpreter.get_output_details()[0]):
         if np.dtype(details["dtype"]) not in C_TYPES:
@@ -180,16 +169,14 @@ def tflite_tensors(path: Path) -> tuple[list[str], Tensor, Tensor] | None:
         scale, zero_point = details["quantization"]
         tensors.append(Tensor(tuple(int(d) for d in details["shape"][1:]),
                               np.dtype(details["dtype"]), float(scale), int(zero_point)))
-    return ops, *tensors
+    return tensors[0], tensors[1]
 
 
-def measure(path: Path, pixels: np.ndarray, labels: np.ndarray,
-            contract: InputContract) -> Measured:
-    """The golden images run through TFLite Micro: their input and raw output tensors, and
-    the arena it used."""
-    from edgefire.runtimes import litert, micro
+def measure(path: Path, inputs: np.ndarray, labels: np.ndarray) -> Measured:
+    """The golden input tensors run through TFLite Micro: their raw outputs, and the arena
+    it used."""
+    from edgefire.runtimes import micro
 
-    inputs = litert.tflite_io(path).prepare(pixels, contract)
     outputs, arena, _ = micro.run_tensors(path, inputs)
     return Measured(inputs, outputs, np.asarray(labels), arena)
 
@@ -206,17 +193,21 @@ def from_tflite(path: Path, classes: list[str], contract: InputContract,
     """The pack's files for an integer `.tflite` and what export records of it, or None when
     the file takes or gives floats (TFLite Micro's int8 kernels are what it is for)."""
     from edgefire import tflite_file
+    from edgefire.runtimes import litert
 
-    read = tflite_tensors(path)
-    if read is None:
+    interpreter = litert.interpreter(path)
+    tensors = tflite_tensors(interpreter)
+    if tensors is None:
         return None
-    ops, inputs, outputs = read
+    inputs, outputs = tensors
+    content = path.read_bytes()
+    ops = tflite_file.operators(content)
     chosen = golden_indices(labels)
-    measured = measure(path, pixels[chosen], labels[chosen], contract)
-    files = pack(path.read_bytes(), path.name, ops, inputs, outputs, classes, contract,
-                 measured)
+    measured = measure(path, litert.io_of(interpreter).prepare(pixels[chosen], contract),
+                       labels[chosen])
+    files = pack(content, path.name, ops, inputs, outputs, classes, contract, measured)
     return files, {"model": path.name, "operators": ops,
-                   "float_operators": tflite_file.operators(path.read_bytes(), float_only=True),
+                   "float_operators": tflite_file.operators(content, float_only=True),
                    "arena_measured_bytes": measured.arena_bytes,
                    "arena_bytes": arena_size(measured.arena_bytes),
                    "arena_margin": ARENA_MARGIN, "golden_images": len(measured.inputs)}

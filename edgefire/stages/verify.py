@@ -175,10 +175,10 @@ def compare_with_reference(rows: list[dict], labels: np.ndarray) -> None:
                                                  "drop_ci95", "mcnemar_p")})
 
 
-def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str],
+def artifacts_to_verify(folder: Path) -> tuple[records.ExportRecord, dict[str, str], set[str],
                                                 records.QuantizeRecord]:
-    """The float reference, every file to measure with its precision, the gated ones and
-    quantize's record.
+    """Export's record (the float reference, the firmware pack), every file to measure with
+    its precision, the gated ones and quantize's record.
 
     The whole set is checked first: every file present, intact and made from the current
     version of its inputs, so a stale or incomplete set is never certified.
@@ -190,7 +190,7 @@ def artifacts_to_verify(folder: Path) -> tuple[str, dict[str, str], set[str],
                         "verify")
     gated = {name for name, precision in exported.deployables.items()
              if precision == quantized.precision}
-    return exported.source, precisions, gated, quantized
+    return exported, precisions, gated, quantized
 
 
 def inputs(folder: Path) -> list[Path]:
@@ -274,10 +274,11 @@ def given_onnx_row(trained, dataset, config: VerifyConfig) -> dict | None:
 
 def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
-    reference, precisions, gated, quantized = artifacts_to_verify(folder)
+    exported, precisions, gated, quantized = artifacts_to_verify(folder)
+    reference = exported.source
     asked = as_dict(config)  # what the manifest records and a build compares
     config = replace(config, max_bytes=size_budget(config, folder, reference))
-    pack, pack_gates = firmware(folder, records.export(folder).pack, config)
+    pack, pack_gates = firmware(folder, exported.pack, config)
     if config.npu:
         check_npu(quantized)
     names = list(precisions)
