@@ -59,8 +59,8 @@ class TrainConfig:
     data: str = option("cifar10", "'cifar10', a cifar-10-python.tar.gz, a cifar-10-batches-py "
                                   "folder or an image-folder root.")
     arch: str = option("squeezenet", "Architecture: squeezenet (the reference SqueezeNet), "
-                       "squeezenet_bypass, squeezenet32, resnet8, or FILE.py:FUNCTION "
-                       "(function(input_shape, classes) -> tf_keras Model).")
+                       "squeezenet_bypass, squeezenet32, resnet8, resnet20, or "
+                       "FILE.py:FUNCTION (function(input_shape, classes) -> tf_keras Model).")
     # a Keras classifier to start from instead of `arch` (models/given.py); its files are
     # named for it, and `epochs` 0 takes it as it is
     model: str | None = option(None, "A Keras classifier to start from instead of --arch: "

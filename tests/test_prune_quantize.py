@@ -10,7 +10,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from typer.testing import CliRunner
 
-from edgefire import contract, data, mcu, runtimes
+from edgefire import contract, data, mcu, models, runtimes
 from edgefire.cli import app
 from edgefire.stages.verify import tflite_kernel_zeros
 
@@ -156,3 +156,12 @@ def test_stage_without_its_inputs_says_what_to_run(command, tmp_path):
     result = invoke(command, "--artifacts", str(tmp_path))
     assert result.exit_code == 2, result.output
     assert "not found" in result.output and str(tmp_path) in result.output
+
+
+def test_default_dense_layers_are_any_models_own_first_and_last_convolutions():
+    from edgefire.config import PruneConfig
+    from edgefire.stages.prune import dense_layers_of
+
+    config = dense_layers_of(PruneConfig(), models.build("resnet8"))
+    assert config.keep_dense == ("conv", "stack3/conv2")
+    assert dense_layers_of(PruneConfig(), models.build("squeezenet")) == PruneConfig()

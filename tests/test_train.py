@@ -80,6 +80,24 @@ def test_folding_batch_norm_gives_the_plain_model_with_the_same_outputs(arch):
     assert np.allclose(trained(x, training=False), folded(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+def test_unfolding_batch_norm_computes_the_folded_model(arch):
+    # the ResNets' 1x1 shortcuts have no batch norm: unfolding must leave them as they are
+    rng = np.random.default_rng(0)
+    folded = models.build(arch)
+    x = rng.random((16, 32, 32, 3)).astype("float32")
+    unfolded = models.unfold_batch_norm(folded, arch, x)
+    assert np.allclose(unfolded(x, training=False), folded(x), atol=1e-4)
+
+
+def test_resnet20_is_three_stacks_of_three_blocks():
+    model = models.build("resnet20")
+    adds = [layer.name for layer in model.layers if layer.name.endswith("/add")]
+    assert len(adds) == 9 and model.count_params() == 271_690  # 274,442 with batch norm
+    shapes = {layer.name: layer.output_shape[1:] for layer in model.layers}
+    assert shapes["stack1_3/add"] == (32, 32, 16) and shapes["stack3_3/add"] == (8, 8, 64)
+
+
 def _batches(first_epoch, count, seed=0):
     from edgefire.contract import InputContract
     from edgefire.stages.fitting import training_dataset

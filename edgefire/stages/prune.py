@@ -191,11 +191,11 @@ def inputs(folder: Path) -> list[Path]:
     return [artifacts.artifact_path(folder, layout.TRAINED, "prune")]
 
 
-def dense_layers_of(config: PruneConfig, model, given: bool) -> PruneConfig:
+def dense_layers_of(config: PruneConfig, model) -> PruneConfig:
     """`config` with `keep_dense` checked against the model's layers. The defaults name the
-    reference's first and last convolutions: for a given model they become its own."""
+    reference's first and last convolutions: for any other model they become its own."""
     names = [layer.name for layer in model.layers]
-    if given and config.keep_dense == PruneConfig().keep_dense:
+    if config.keep_dense == PruneConfig().keep_dense:
         convs = [layer.name for layer in model.layers
                  if isinstance(layer, keras().layers.Conv2D)]
         return replace(config, keep_dense=tuple(dict.fromkeys(convs[:1] + convs[-1:])))
@@ -224,7 +224,7 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
         model = models.load_model(trained_path)  # its variables are the ones pruning wraps
     contract = trained.contract
     asked = as_dict(config)  # what the manifest records and a build compares
-    config = dense_layers_of(config, model, not trained.built_in)
+    config = dense_layers_of(config, model)
     _, splits = data.of_build(trained, data_override)
     models.check_input_shape(model, splits, trained_path)
     before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
