@@ -15,6 +15,7 @@ from edgefire.errors import EdgefireError
 from edgefire.models import channels, sensitivity
 from edgefire.models.sensitivity import Step
 from edgefire.tfenv import keras
+from tests.conftest import BUILD
 
 
 def trained_like(arch: str, seed: int = 0):
@@ -119,30 +120,6 @@ def test_a_model_with_no_prunable_convolution_is_one_line_and_writes_nothing(ima
     assert not (out / "pruned.h5").exists()
 
 
-@pytest.mark.slow
-def test_a_byte_budget_lands_the_int8_file_under_it(trained_folder, copy_of, image_folder):
-    folder = copy_of(trained_folder)
-    result = CliRunner().invoke(app, [
-        "build", "--quantize", "int8", "--data", str(image_folder), "--epochs", "3",
-        "--batch-size", "32", "--seed", "1", "--learning-rate", "0.05", "--prune", "channels",
-        "--target-bytes", "80000", "--prune-epochs", "1", "--distill", "--micro-images", "50",
-        "--no-fallback", "--artifacts", str(folder)])
-    assert result.exit_code == 0, result.output
-    assert "= train: up to date" in result.output
-    assert (folder / "squeezenet_int8.tflite").stat().st_size <= 80_000
-    gates = json.loads((folder / "report.json").read_text())["gates"]
-    assert {g["limit"] for g in gates if g["metric"] == "bytes"} == {80_000}  # the gate too
-    pruned = json.loads((folder / "prune.json").read_text())
-    assert pruned["config"]["distill"] and pruned["config"]["distill_temperature"] == 4.0
-    assert pruned["parameters"]["after"] < pruned["parameters"]["before"]
-    assert pruned["multiply_accumulates"]["after"] < pruned["multiply_accumulates"]["before"]
-    report = json.loads((folder / "report.json").read_text())
-    int8 = next(r for r in report["artifacts"] if r["name"] == "squeezenet_int8.tflite")
-    ran = {name for name, cell in int8["runtimes"].items() if cell.get("error") is None
-           and "skipped" not in cell}
-    assert {"litert"} <= ran and report["passed"]
-
-
 def test_a_users_residual_model_prunes_its_block_and_shortcut_together():
     layers = keras().layers
     inputs = layers.Input((32, 32, 3))
@@ -244,19 +221,35 @@ def test_sensitivity_allocation_meets_the_budget_and_records_its_table(trained_f
 
 
 @pytest.mark.slow
-def test_a_byte_budget_given_to_prune_is_verifys_gate_through_the_stage_commands(
-        trained_folder, copy_of):
+def test_a_byte_budget_lands_the_int8_file_under_it_and_is_verifys_gate(
+        trained_folder, copy_of, image_folder):
+    """Through the stage commands, then `build` with the same flags finds every stage up to
+    date: the budget is the gate either way."""
     folder = copy_of(trained_folder)
     run = CliRunner().invoke
-    for command in (["prune", "--prune", "channels", "--target-bytes", "80000", "--epochs",
-                     "1"], ["quantize", "--no-fallback"], ["export"],
-                    ["verify", "--micro-images", "20", "--max-drop", "100"]):
+    budget = ["--prune", "channels", "--target-bytes", "80000", "--distill"]
+    for command in ([*"prune --epochs 1".split(), *budget],
+                    ["quantize", "--no-fallback", "--max-drop", "100"], ["export"],
+                    ["verify", "--micro-images", "50", "--max-drop", "100"]):
         result = run(app, [*command, "--artifacts", str(folder)])
         assert result.exit_code == 0, result.output
+    result = run(app, [*BUILD, *budget, "--data", str(image_folder), "--micro-images", "50",
+                       "--no-fallback", "--max-drop", "100", "--artifacts", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(": up to date") == 5, result.output
+    assert (folder / "squeezenet_int8.tflite").stat().st_size <= 80_000
     report = json.loads((folder / "report.json").read_text())
-    assert report["target_bytes"] == 80_000
+    assert report["target_bytes"] == 80_000 and report["passed"]
     assert {g["limit"] for g in report["gates"] if g["metric"] == "bytes"} == {80_000}
-    result = run(app, ["verify", "--micro-images", "20", "--max-drop", "100", "--max-bytes",
+    pruned = json.loads((folder / "prune.json").read_text())
+    assert pruned["config"]["distill"] and pruned["config"]["distill_temperature"] == 4.0
+    assert pruned["parameters"]["after"] < pruned["parameters"]["before"]
+    assert pruned["multiply_accumulates"]["after"] < pruned["multiply_accumulates"]["before"]
+    int8 = next(r for r in report["artifacts"] if r["name"] == "squeezenet_int8.tflite")
+    ran = {name for name, cell in int8["runtimes"].items() if cell.get("error") is None
+           and "skipped" not in cell}
+    assert {"litert"} <= ran
+    result = run(app, ["verify", "--micro-images", "50", "--max-drop", "100", "--max-bytes",
                        "500000", "--artifacts", str(folder)])  # a gate given wins
     assert result.exit_code == 0, result.output
     assert json.loads((folder / "report.json").read_text())["target_bytes"] == 500_000

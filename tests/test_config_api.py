@@ -65,20 +65,26 @@ def test_a_missing_config_file_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_python_api_builds_and_verifies(image_folder, tmp_path):
-    """`import edgefire; edgefire.build(...)` in a fresh interpreter, as the README shows."""
-    folder = tmp_path / "api"
+def test_the_python_api_builds_and_verifies(built, image_folder, copy_of):
+    """`import edgefire; edgefire.build(...)` in a fresh interpreter, as the README shows: the
+    settings of the CLI's build flags (conftest's BUILD) find that build up to date, and a
+    verify with another gate reruns."""
+    folder = copy_of(built)
+    train = {"data": str(image_folder), "epochs": 3, "batch_size": 32, "seed": 1,
+             "learning_rate": 0.05}
     code = (
         "import json, sys, edgefire\n"
-        f"report = edgefire.build({str(folder)!r}, train={{'data': {str(image_folder)!r}, "
-        "'epochs': 2, 'batch_size': 32, 'learning_rate': 0.05, 'seed': 1}, "
-        "prune={'epochs': 1}, verify={'max_drop': 50.0})\n"
+        f"report = edgefire.build({str(folder)!r}, train={train!r}, prune={{'epochs': 1}}, "
+        "quantize={'mode': 'int8'})\n"
         f"again = edgefire.verify({str(folder)!r}, max_drop=50.0)\n"
         "print(json.dumps([report['passed'], again['passed'], report['input']['size']]))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.count(": up to date") == 5, done.stdout
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, [32, 32]]
+    assert json.loads((folder / "report.json").read_text())["gates"] != json.loads(
+        (built / "report.json").read_text())["gates"]  # verify's new max_drop
 
 
 def test_the_api_raises_the_same_errors_as_the_cli():
