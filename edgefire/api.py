@@ -20,18 +20,9 @@ import typing
 from pathlib import Path
 
 from edgefire.checks import accepts, type_name
-from edgefire.config import (
-    ExportConfig,
-    PruneConfig,
-    QuantizeConfig,
-    TrainConfig,
-    VerifyConfig,
-    build_flags,
-)
+from edgefire.config import VerifyConfig, build_flags
 from edgefire.errors import EdgefireError
-
-SECTIONS = {"train": TrainConfig, "prune": PruneConfig, "quantize": QuantizeConfig,
-            "export": ExportConfig, "verify": VerifyConfig}
+from edgefire.stages.registry import SECTIONS, Context
 
 
 def read_settings(path: Path) -> dict[str, dict]:
@@ -101,7 +92,7 @@ def plan(settings: dict[str, dict], force: bool = False, distribute: str = "auto
             configs[section] = stage_config(section, settings)
         except EdgefireError as exc:  # named as build's flags: --prune-epochs, not --epochs
             raise EdgefireError(as_build_flags(str(exc), cls)) from None
-    return Plan(**configs, force=force, distribute=distribute)
+    return Plan(configs, force=force, distribute=distribute)
 
 
 def as_build_flags(message: str, cls) -> str:
@@ -157,4 +148,4 @@ def verify(artifacts: str | Path = "artifacts", data: str | None = None, **value
     from edgefire.stages import verify as stage
 
     config = VerifyConfig(**checked({"verify": values}, "verify()")["verify"])
-    return stage.run(config, Path(artifacts), data)
+    return stage.run(config, Path(artifacts), Context(data))

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from edgefire import layout
 from edgefire.errors import EdgefireError
+from edgefire.stages.registry import NAMES as STAGES
 from edgefire.version import VERSION
 
 MANIFEST = layout.MANIFEST
-STAGES = ("train", "prune", "quantize", "export", "verify")
 SCHEMA = 1
 _pending: list[tuple[Path, Path]] | None = None  # (temporary, final) renames of an output set
 

@@ -25,6 +25,7 @@ from edgefire.errors import (
     EdgefireError,
     Terminated,
 )
+from edgefire.stages.registry import Context
 
 
 class OneLineErrors(TyperGroup):
@@ -150,7 +151,7 @@ def train(
         from edgefire.stages import train as stage
 
         settings = stage_config("train", given, config)
-        meta = stage.run(settings, artifacts, distribute)
+        meta = stage.run(settings, artifacts, Context(distribute=distribute))
         if meta["distribute"]["task_index"]:
             typer.echo(f"worker {meta['distribute']['task_index']}: trained with the chief in "
                        f"{meta['wall_seconds']:.0f} s; the chief wrote the artifacts")
@@ -178,7 +179,7 @@ def prune(
         from edgefire.stages import prune as stage
 
         settings = stage_config("prune", given, config)
-        result = stage.run(settings, artifacts, data, distribute)
+        result = stage.run(settings, artifacts, Context(data, distribute))
         params = result["parameters"]
         typer.echo(f"pruned ({settings.method}): {params['before']:,} -> {params['after']:,} "
                    f"parameters, {result['sparsity']['overall']:.1%} zeros in the pruned "
@@ -202,7 +203,7 @@ def quantize(
     def action():
         from edgefire.stages import quantize as stage
 
-        result = stage.run(stage_config("quantize", given, config), artifacts, data)
+        result = stage.run(stage_config("quantize", given, config), artifacts, Context(data))
         size = (artifacts / result["artifact"]).stat().st_size
         tensor = result["tensors"]["input"]
         typer.echo(f"{result['mode']} TFLite: {size:,} bytes, input {tensor['dtype']} "
@@ -230,7 +231,7 @@ def export(
     def action():
         from edgefire.stages import export as stage
 
-        result = stage.run(stage_config("export", given, config), artifacts, data)
+        result = stage.run(stage_config("export", given, config), artifacts, Context(data))
         for name in result["deployables"]:
             typer.echo(f"{(artifacts / name).stat().st_size:>9,} B  {artifacts / name}")
 
@@ -253,7 +254,8 @@ def verify(
         from edgefire.stages import verify as stage
 
         settings = stage_config("verify", given, config)
-        show_report(lambda: stage.run(settings, artifacts, data), artifacts, "all gates passed")
+        show_report(lambda: stage.run(settings, artifacts, Context(data)), artifacts,
+                    "all gates passed")
 
     run_stage(action, trust_model_code)
 

@@ -284,6 +284,10 @@ class PruneConfig:
     def magnitude(self) -> bool:
         return self.method in ("magnitude", "both") and self.sparsity > 0
 
+    @property
+    def prunes(self) -> bool:  # a build without it has no prune stage
+        return self.magnitude or self.channels
+
     def __post_init__(self):
         object.__setattr__(self, "keep_dense", tuple(self.keep_dense))
         choice(self.method, PRUNE_METHODS, "--prune")

@@ -1,8 +1,8 @@
 """`edgefire build`: train, prune, quantize, export and verify, skipping what is up to date.
 
 A stage is up to date when the manifest records it with the same config, inputs whose
-sha256 still match, and intact outputs; `--force` reruns everything. Each stage is a
-(name, inputs, config, action) row, so adding a stage is adding a row.
+sha256 still match, and intact outputs; `--force` reruns everything. The stages are those of
+`stages.registry`, in its order.
 """
 
 from __future__ import annotations
@@ -16,60 +16,55 @@ import numpy as np
 
 from edgefire import artifacts, layout, report
 from edgefire.checks import choice
-from edgefire.config import (
-    ExportConfig,
-    PruneConfig,
-    QuantizeConfig,
-    TrainConfig,
-    VerifyConfig,
-    as_dict,
-)
 from edgefire.errors import EdgefireError
 from edgefire.stages import distribute
+from edgefire.stages.registry import BY_NAME, NAMES, STAGES, Context
 
 
 @dataclass(frozen=True)
 class Plan:
-    train: TrainConfig
-    prune: PruneConfig
-    quantize: QuantizeConfig
-    export: ExportConfig
-    verify: VerifyConfig
+    configs: dict  # stage name -> its config, for every stage of the registry
     force: bool = False
     distribute: str = "auto"  # where training runs; not part of any stage's config
 
     def __post_init__(self):
         choice(self.distribute, distribute.MODES, "--distribute")
+        if set(self.configs) != set(NAMES):
+            raise ValueError(f"a plan has a config for each of {NAMES}")
+
+    def __getattr__(self, name: str):  # plan.train, plan.prune, ...: a stage's config
+        if name in NAMES:
+            return self.configs[name]
+        raise AttributeError(name)
+
+    def context(self, stage: str) -> Context:
+        """What `stage` runs with in this build: the data where it is now, where training
+        runs (a multi-worker build's chief fine-tunes alone), whether there is a prune."""
+        where = self.distribute
+        if stage != "train" and where == "multi-worker":
+            where = None
+        return Context(self.train.data, where, self.prune.prunes)
 
 
 @dataclass(frozen=True)
-class Stage:
+class Step:
     name: str
     inputs: Callable[[Path], list[Path]]  # the files it reads, resolved when it is its turn
-    config: dict
+    config: dict  # what the manifest records and compares
     action: Callable[[Path], object]
 
 
-def stages(plan: Plan) -> list[Stage]:
-    from edgefire.stages import export, prune, quantize, train
-    from edgefire.stages import verify as verification
-
-    data = plan.train.data  # where the data is now: an up-to-date train may have moved
-    pruned = plan.prune.magnitude or plan.prune.channels
-    rows = [Stage("train", train.inputs, train.stage_config(plan.train),
-                  lambda f: train.run(plan.train, f, plan.distribute))]
-    if pruned:
-        where = None if plan.distribute == "multi-worker" else plan.distribute
-        rows.append(Stage("prune", prune.inputs, as_dict(plan.prune),
-                          lambda f: prune.run(plan.prune, f, data, where=where)))
-    rows += [  # without pruning, quantize takes the trained model and forgets prune's record
-        Stage("quantize", lambda f: quantize.inputs(f, pruned), as_dict(plan.quantize),
-              lambda f: quantize.run(plan.quantize, f, data, pruned)),
-        Stage("export", export.inputs, as_dict(plan.export),
-              lambda f: export.run(plan.export, f, data)),
-        Stage("verify", verification.inputs, as_dict(plan.verify),
-              lambda f: verification.run(plan.verify, f, data)),
-    ]
+def steps(plan: Plan) -> list[Step]:
+    """The stages this build runs, in order."""
+    rows = []
+    for stage in STAGES:
+        config, context = plan.configs[stage.name], plan.context(stage.name)
+        if stage.included(config):
+            rows.append(Step(stage.name,
+                             lambda f, stage=stage, context=context: stage.inputs(f, context),
+                             stage.recorded(config),
+                             lambda f, stage=stage, config=config, context=context:
+                             stage.run(config, f, context)))
     return rows
 
 
@@ -96,7 +91,7 @@ def _run_stages(plan: Plan, folder: Path, echo) -> dict:
         echo(f"! {folder / artifacts.MANIFEST} was unreadable: kept as {aside}, starting over")
     log = {"stages": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start = time.perf_counter()
-    for stage in stages(plan):
+    for stage in steps(plan):
         inputs = stage.inputs(folder)
         if not plan.force and artifacts.stage_is_current(folder, stage.name, inputs,
                                                          stage.config):
@@ -119,10 +114,9 @@ def _run_stages(plan: Plan, folder: Path, echo) -> dict:
 
 
 def training_needed(plan: Plan, folder: Path) -> bool:
-    from edgefire.stages import train
-
-    return plan.force or not artifacts.stage_is_current(folder, "train", train.inputs(folder),
-                                                        train.stage_config(plan.train))
+    train = BY_NAME["train"]
+    return plan.force or not artifacts.stage_is_current(
+        folder, "train", train.inputs(folder, plan.context("train")), train.recorded(plan.train))
 
 
 def chief_tells_workers(plan: Plan, folder: Path, placement) -> None:
@@ -132,12 +126,10 @@ def chief_tells_workers(plan: Plan, folder: Path, placement) -> None:
 
 def help_chief_train(plan: Plan, folder: Path, placement, echo) -> None:
     """A non-chief worker's build: train with the chief when it trains, write nothing."""
-    from edgefire.stages import train
-
     trains, = placement.from_chief([np.array([0.0])])
     if trains[0]:
         echo(f"> train (worker {placement.task_index}) ...")
-        train.run(plan.train, folder, plan.distribute)
+        BY_NAME["train"].run(plan.train, folder, plan.context("train"))
     echo(f"worker {placement.task_index}: "
          f"{'trained with the chief' if trains[0] else 'the chief has nothing to train'}; "
          "the chief builds and verifies the rest")

@@ -70,7 +70,7 @@ def first_stale(folder: Path, image_folder: Path) -> str | None:
     settings = {"train": {"data": str(image_folder), "epochs": 3, "batch_size": 32,
                           "seed": 1, "learning_rate": 0.05},
                 "prune": {"epochs": 1}, "quantize": {"mode": "int8"}}
-    for stage in pipeline.stages(api.plan(settings)):
+    for stage in pipeline.steps(api.plan(settings)):
         try:
             if not artifacts.stage_is_current(folder, stage.name, stage.inputs(folder),
                                               stage.config):

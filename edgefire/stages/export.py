@@ -38,6 +38,7 @@ from edgefire import (
 from edgefire.config import ExportConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, ToolFailed, first_line
+from edgefire.stages.registry import DEFAULT, Context
 from edgefire.tfenv import quiet, tensorflow
 
 ONNX_INPUT = "image"
@@ -287,16 +288,16 @@ def firmware_pack(sources: Sources) -> tuple[dict[str, bytes], dict]:
     return {f"{mcu.FOLDER}/{name}": content for name, content in files.items()}, details
 
 
-def inputs(folder: Path) -> list[Path]:
+def inputs(folder: Path, context: Context = DEFAULT) -> list[Path]:
     """What export reads: the float reference and the quantized TFLite (checked intact)."""
     quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
     return [artifacts.source_model(folder),
             artifacts.artifact_path(folder, quantized["artifact"], "export")]
 
 
-def run(config: ExportConfig, folder: Path, data_override: str | None = None) -> dict:
+def run(config: ExportConfig, folder: Path, context: Context = DEFAULT) -> dict:
     """Write every deployable file and labels.txt; record them with their I/O names."""
-    sources = Sources(folder, config, data_override)
+    sources = Sources(folder, config, context.data)
     made = {layout.deployable(sources.arch, row.precision, row.file_format): row
             for row in DEPLOYABLES if row.wanted(sources.quantized)}
     content = {name: row.make(sources) for name, row in made.items()}

@@ -15,6 +15,7 @@ from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.models import channels, sensitivity
 from edgefire.stages import distribute, fitting
+from edgefire.stages.registry import DEFAULT, Context
 from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.PRUNED
@@ -186,7 +187,7 @@ def int8_bytes(model, calibration: np.ndarray, contract: InputContract, arch: st
     return len(metadata.attach(tflite, arch, list(classes), contract))
 
 
-def inputs(folder: Path) -> list[Path]:
+def inputs(folder: Path, context: Context = DEFAULT) -> list[Path]:
     """What prune reads: the trained model (checked intact)."""
     return [artifacts.artifact_path(folder, layout.TRAINED, "prune")]
 
@@ -205,13 +206,14 @@ def dense_layers_of(config: PruneConfig, model) -> PruneConfig:
     return config
 
 
-def run(config: PruneConfig, folder: Path, data_override: str | None = None,
-        where: str | None = "auto") -> dict:
+def run(config: PruneConfig, folder: Path, context: Context = DEFAULT) -> dict:
     """Prune the trained model of the artifacts folder and record the measured sparsity.
 
-    The fine-tune runs where `where` says, on this machine (`auto`, `none`, `mirrored`), or
-    with TensorFlow's default placement when None (a multi-worker build's chief).
+    The fine-tune runs where the context says, on this machine (`auto`, `none`,
+    `mirrored`), or with TensorFlow's default placement when None (a multi-worker build's
+    chief).
     """
+    where = context.distribute
     if where == "multi-worker":
         raise EdgefireError("prune runs on one machine: --distribute auto, none or mirrored "
                             "(a multi-worker build prunes on the chief)")
@@ -225,7 +227,7 @@ def run(config: PruneConfig, folder: Path, data_override: str | None = None,
     contract = trained.contract
     asked = as_dict(config)  # what the manifest records and a build compares
     config = dense_layers_of(config, model)
-    _, splits = data.of_build(trained, data_override)
+    _, splits = data.of_build(trained, context.data)
     models.check_input_shape(model, splits, trained_path)
     before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
     pruned, fit, thinned = prune_model(model, config, splits, folder, trained,

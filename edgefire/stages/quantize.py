@@ -20,6 +20,7 @@ from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, ToolFailed
 from edgefire.stages import fallback, fitting, quant_error
+from edgefire.stages.registry import DEFAULT, Context
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
 
 
@@ -114,24 +115,24 @@ def tensor_details(tflite: bytes) -> dict:
     return details
 
 
-def inputs(folder: Path, pruned: bool = True) -> list[Path]:
+def inputs(folder: Path, context: Context = DEFAULT) -> list[Path]:
     """What quantize reads: the float reference (checked intact); the trained model for a
     build without pruning."""
-    if not pruned:
+    if not context.pruned:
         return [artifacts.artifact_path(folder, layout.TRAINED, "quantize")]
     return [artifacts.source_model(folder)]
 
 
-def run(config: QuantizeConfig, folder: Path, data_override: str | None = None,
-        pruned: bool = True) -> dict:
+def run(config: QuantizeConfig, folder: Path, context: Context = DEFAULT) -> dict:
     """Write the quantized TFLite model and its metadata into the artifacts folder; a build
-    without pruning (`pruned=False`) quantizes the trained model and drops prune's record
-    in the same write of the manifest, so a failure before it leaves the record whole."""
-    model_path, = inputs(folder, pruned)
+    without pruning (`context.pruned` False) quantizes the trained model and drops prune's
+    record in the same write of the manifest, so a failure before it leaves the record
+    whole."""
+    model_path, = inputs(folder, context)
     trained = records.train(folder)
     contract, seed = trained.contract, trained.seed
     model = models.load_model(model_path)
-    dataset, splits = data.of_build(trained, data_override)
+    dataset, splits = data.of_build(trained, context.data)
     models.check_input_shape(model, splits, model_path)
     sparsity = models.kernel_sparsity(model)["overall"]
     indices = calibration_indices(splits, config.calibration_samples, seed)
@@ -173,7 +174,7 @@ def run(config: QuantizeConfig, folder: Path, data_override: str | None = None,
              "output_names": [details["output"]["name"]]}
     artifacts.record_stage(folder, "quantize", [out, folder / layout.record("quantize")],
                            [model_path], as_dict(config), {out.name: names},
-                           forget=() if pruned else ("prune",))
+                           forget=() if context.pruned else ("prune",))
     fitting.remove_checkpoint(folder, "qat")
     return result
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from edgefire import artifacts, data, layout, models
 from edgefire.config import TrainConfig, as_dict
 from edgefire.stages import distribute, fitting, teacher
+from edgefire.stages.registry import DEFAULT, Context
 from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.TRAINED
@@ -159,29 +160,29 @@ def given_accuracy(given, splits: data.Splits) -> dict:
                                 ("test", splits.x_test, splits.y_test))}
 
 
-def inputs(folder: Path) -> list[Path]:
-    """Train reads no artifact: only its data source (see `stage_config`)."""
+def inputs(folder: Path, context: Context = DEFAULT) -> list[Path]:
+    """Train reads no artifact: only its data source (see `recorded`)."""
     return []
 
 
-def stage_config(config: TrainConfig) -> dict:
+def recorded(config: TrainConfig) -> dict:
     """What the manifest compares a train stage by: its config and its data's fingerprint, so
     a changed dataset (a class or an image added, a file replaced) trains again."""
     from edgefire.models import given as given_model
 
-    recorded = {**as_dict(config), "data_fingerprint": data.source_fingerprint(config.data)}
+    fields = {**as_dict(config), "data_fingerprint": data.source_fingerprint(config.data)}
     if config.data != "cifar10":  # the data is its fingerprint: a moved checkout is the same
-        del recorded["data"]
+        del fields["data"]
     if config.model:  # the file's bytes: a changed model trains (and everything after) again
-        recorded["model_sha256"] = given_model.fingerprint(config.model)
+        fields["model_sha256"] = given_model.fingerprint(config.model)
     if config.arch_file:
-        recorded["arch_sha256"] = given_model.fingerprint(config.arch_file.rpartition(":")[0])
+        fields["arch_sha256"] = given_model.fingerprint(config.arch_file.rpartition(":")[0])
     if config.teacher:  # its bytes: a changed teacher trains again
-        recorded["teacher_sha256"] = given_model.fingerprint(str(teacher.source(config.teacher)))
+        fields["teacher_sha256"] = given_model.fingerprint(str(teacher.source(config.teacher)))
     else:  # no teacher: recorded as before distillation existed, so those builds stay current
         for key in ("teacher", "distill_weight", "distill_temperature"):
-            del recorded[key]
-    return recorded
+            del fields[key]
+    return fields
 
 
 def check_inputs(config: TrainConfig, folder: Path) -> None:
@@ -197,11 +198,12 @@ def check_inputs(config: TrainConfig, folder: Path) -> None:
     data.check_apart(config.data, folder)
 
 
-def run(config: TrainConfig, folder: Path, where: str = "auto") -> dict:
-    """Train where `where` says (`distribute.MODES`), then write the model, history, curves
-    and metadata into the artifacts folder (a temporary one on a non-chief worker)."""
+def run(config: TrainConfig, folder: Path, context: Context = DEFAULT) -> dict:
+    """Train where the context says (`distribute.MODES`), then write the model, history,
+    curves and metadata into the artifacts folder (a temporary one on a non-chief worker)."""
     check_inputs(config, folder)
-    placement = distribute.place(where)  # first: a multi-worker strategy must come first
+    # before anything else: a multi-worker strategy must be the first TensorFlow state
+    placement = distribute.place(context.distribute)
     placement.check_batch(config.batch_size)
     with placement.output_folder(folder) as out:
         return _run(config, out, placement)
@@ -211,7 +213,7 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
     with artifacts.created_folder(folder):
         dataset, given = load_data(config, placement)
     contract = given.contract if given else config.contract
-    recorded = stage_config(config)  # the data as loaded; a later change trains again
+    asked = recorded(config)  # the data as loaded; a later change trains again
     splits = data.split(dataset, config.val_size, config.seed, config.limit)
     fingerprint, classes = dataset.fingerprint, list(dataset.classes)
     del dataset  # the splits hold what training needs: keep one copy of the images, not two
@@ -254,7 +256,7 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
         artifacts.write_json(folder / layout.record("train"), meta)
     outputs = [folder / n for n in (MODEL, layout.HISTORY, layout.TRAINING_CURVES,
                                     layout.record("train"))]
-    artifacts.record_stage(folder, "train", outputs, [], recorded)
+    artifacts.record_stage(folder, "train", outputs, [], asked)
     fitting.remove_checkpoint(folder, "train")
     fitting.remove_checkpoint(folder, "head")
     return meta

@@ -25,6 +25,7 @@ from edgefire.errors import EdgefireError, GateFailed
 from edgefire.report import stats
 from edgefire.runtimes import matrix
 from edgefire.stages import quant_error
+from edgefire.stages.registry import DEFAULT, Context
 from edgefire.version import VERSION
 
 
@@ -193,7 +194,7 @@ def artifacts_to_verify(folder: Path) -> tuple[records.ExportRecord, dict[str, s
     return exported, precisions, gated, quantized
 
 
-def inputs(folder: Path) -> list[Path]:
+def inputs(folder: Path, context: Context = DEFAULT) -> list[Path]:
     """What verify measures: the float reference and every deployable of export.json."""
     exported = artifacts.read_json(folder / layout.record("export"), "export metadata")
     return [folder / exported["source"], *(folder / name for name in exported["deployables"])]
@@ -272,7 +273,7 @@ def given_onnx_row(trained, dataset, config: VerifyConfig) -> dict | None:
     return {**row, "path": str(path), "given": True}
 
 
-def run(config: VerifyConfig, folder: Path, data_override: str | None = None) -> dict:
+def run(config: VerifyConfig, folder: Path, context: Context = DEFAULT) -> dict:
     """Measure every artifact, write report.json/.md/.png, raise GateFailed on a missed gate."""
     exported, precisions, gated, quantized = artifacts_to_verify(folder)
     reference = exported.source
@@ -283,7 +284,7 @@ def run(config: VerifyConfig, folder: Path, data_override: str | None = None) ->
         check_npu(quantized)
     names = list(precisions)
     trained = records.train(folder)
-    source = data.recorded_source(trained, data_override)
+    source = data.recorded_source(trained, context.data)
     contract = trained.contract
     dataset = data.load(source, contract.size)
     if tuple(dataset.classes) != trained.classes:

@@ -1,0 +1,79 @@
+"""The stages of a build, each declared once, in the order a build runs them. A stage's name
+is also its config section (`[prune]`), its record (`prune.json`) and its command.
+
+`pipeline` (build), `api` (settings and plans) and the manifest (`artifacts`) loop over
+`STAGES`; adding a stage is its module and one line here. A stage's module provides:
+
+    inputs(folder, context) -> list[Path]   the artifacts it reads, resolved when it is its
+                                            turn (a build checks their hashes)
+    run(config, folder, context) -> dict    does the work, writes its files and its record
+                                            (`records.py` reads it back) and returns it
+    recorded(config) -> dict                optional: what the manifest records and a build
+                                            compares, when that is more than the config
+                                            (train adds its data's fingerprint)
+
+Modules are imported when a stage runs: TensorFlow loads only then.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from edgefire.config import (
+    ExportConfig,
+    PruneConfig,
+    QuantizeConfig,
+    TrainConfig,
+    VerifyConfig,
+    as_dict,
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a stage is run with besides its config and folder."""
+
+    data: str | None = None  # where the data is now (`--data`), else train's recorded source
+    distribute: str | None = "auto"  # where training runs (`distribute.MODES`); None:
+    # TensorFlow's default placement (a multi-worker build's chief after training)
+    pruned: bool = True  # quantize takes prune's model (False: a build without pruning)
+
+
+DEFAULT = Context()  # a stage run on its own: the recorded data, on this machine, after prune
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    config: type  # its config dataclass (`config.py`)
+    module: str  # the module that runs it
+    included: Callable[[object], bool] = lambda config: True  # whether a build runs it
+
+    def code(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def recorded(self, config) -> dict:
+        code = self.code()
+        return code.recorded(config) if hasattr(code, "recorded") else as_dict(config)
+
+    def inputs(self, folder: Path, context: Context) -> list[Path]:
+        return self.code().inputs(folder, context)
+
+    def run(self, config, folder: Path, context: Context) -> dict:
+        return self.code().run(config, folder, context)
+
+
+STAGES = (
+    Stage("train", TrainConfig, "edgefire.stages.train"),
+    Stage("prune", PruneConfig, "edgefire.stages.prune", lambda config: config.prunes),
+    Stage("quantize", QuantizeConfig, "edgefire.stages.quantize"),
+    Stage("export", ExportConfig, "edgefire.stages.export"),
+    Stage("verify", VerifyConfig, "edgefire.stages.verify"),
+)
+NAMES = tuple(stage.name for stage in STAGES)
+SECTIONS = {stage.name: stage.config for stage in STAGES}  # config file section -> class
+BY_NAME = {stage.name: stage for stage in STAGES}
