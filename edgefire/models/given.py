@@ -24,9 +24,12 @@ from edgefire.tfenv import keras
 
 # layers between the scoring layer and the output that hold no weights: the head's tail
 PICKLE_REFUSAL = (
-    "{path}: a PyTorch pickle, which runs code when it is read; export the model to ONNX "
+    "{path}: {what}, which runs code when it is read; export the model to ONNX "
     "instead: model.eval(); torch.onnx.export(model, torch.randn(1, 3, 32, 32), "
     "'model.onnx') and give --model model.onnx")
+# torch.export.load reads a .pt2's pickled weights with torch.load(weights_only=False)
+PYTORCH_FILES = {".pt": "a PyTorch pickle", ".pth": "a PyTorch pickle",
+                 ".pt2": "a PyTorch ExportedProgram, whose weights torch unpickles"}
 TAIL_LAYERS = ("Softmax", "Activation", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
                "Flatten", "Reshape", "Dropout")
 RESCALING_LAYERS = ("Rescaling", "Normalization")
@@ -73,8 +76,9 @@ def check_file(path: str) -> None:
         raise EdgefireError(f"{root}: model file not found")
     if root.is_dir() and not (root / "saved_model.pb").exists():
         raise EdgefireError(f"{root}: not a SavedModel folder (no saved_model.pb)")
-    if root.suffix.lower() in (".pt", ".pth"):
-        raise EdgefireError(PICKLE_REFUSAL.format(path=root))
+    if root.suffix.lower() in PYTORCH_FILES:
+        raise EdgefireError(PICKLE_REFUSAL.format(path=root,
+                                                  what=PYTORCH_FILES[root.suffix.lower()]))
     if root.is_file() and root.suffix.lower() not in MODEL_SUFFIXES:
         raise EdgefireError(f"{root}: not a model file edgefire reads (a tf_keras .h5 or "
                             ".keras file, a Keras 3 .keras file, a SavedModel folder or an "
