@@ -290,9 +290,8 @@ def firmware_pack(sources: Sources) -> tuple[dict[str, bytes], dict]:
 
 def inputs(folder: Path, context: Context = DEFAULT) -> list[Path]:
     """What export reads: the float reference and the quantized TFLite (checked intact)."""
-    quantized = artifacts.read_json(folder / layout.record("quantize"), "quantize metadata")
     return [artifacts.source_model(folder),
-            artifacts.artifact_path(folder, quantized["artifact"], "export")]
+            artifacts.artifact_path(folder, records.quantize(folder).artifact, "export")]
 
 
 def run(config: ExportConfig, folder: Path, context: Context = DEFAULT) -> dict:

@@ -196,8 +196,8 @@ def artifacts_to_verify(folder: Path) -> tuple[records.ExportRecord, dict[str, s
 
 def inputs(folder: Path, context: Context = DEFAULT) -> list[Path]:
     """What verify measures: the float reference and every deployable of export.json."""
-    exported = artifacts.read_json(folder / layout.record("export"), "export metadata")
-    return [folder / exported["source"], *(folder / name for name in exported["deployables"])]
+    exported = records.export(folder)
+    return [folder / exported.source, *(folder / name for name in exported.deployables)]
 
 
 def size_budget(config: VerifyConfig, folder: Path, reference: str) -> int:
