@@ -1,6 +1,8 @@
 """ONNX files written by PyTorch's own exporters (tests/fixtures/torch, made by
 tests/fixtures/export_torch.py with torch 2.13): the TorchScript exporter at opsets 13 and 17
-and the dynamo exporter at opset 18, of a MobileNetV3-like and a ResNet-like classifier."""
+and the dynamo exporter at opset 18, of a MobileNetV3-like and a ResNet-like classifier; and
+torchvision's own squeezenet1_1 and mobilenet_v3_small, trained briefly on CIFAR-10
+(tests/fixtures/torchvision, made by tests/fixtures/train_torchvision.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from edgefire import data
 from edgefire.models import from_onnx
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "torch").glob("*.onnx"))
+TORCHVISION = Path(__file__).parent / "fixtures" / "torchvision"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +47,20 @@ def test_a_pytorch_export_converts_to_the_same_function_node_by_node(path, image
     assert result["agreement"] == 1.0 and result["max_score_difference"] < 1e-4
     theirs = from_onnx.onnxruntime_scores(path, images)
     assert theirs.std(axis=0).max() > 0.01  # the scores depend on the image
+
+
+@pytest.mark.parametrize("path", sorted(TORCHVISION.glob("*.onnx")), ids=lambda p: p.stem)
+def test_torchvisions_own_classifiers_convert_to_the_same_function(path, image_folder):
+    facts = json.loads((TORCHVISION / "accuracy.json").read_text())
+    pixels = data.load(str(image_folder)).x_test[:200].astype(np.float32)
+    images = (pixels - np.float32(facts["mean"])) / np.float32(facts["std"])
+    model = from_onnx.read(path)
+    assert from_onnx.describe(model)["producer"].startswith("pytorch")
+    converted, logits = from_onnx.convert(model, path, 32)
+    assert logits
+    result = from_onnx.compare(path, converted, images, logits)
+    assert result["agreement"] == 1.0 and result["max_score_difference"] < 1e-4
+    assert facts["files"][path.name]["onnxruntime_top1"] > 0.4  # trained, not chance
 
 
 @pytest.mark.slow
