@@ -16,7 +16,7 @@ MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
 .PHONY: install test test-fast train all ablation bench-train bench-data bench-datasets \
-  bench-byom bench-channels clean
+  bench-byom bench-channels bench-onnx clean
 
 install: $(VENV)/.installed
 
@@ -75,6 +75,12 @@ bench-byom: install
 	$(BIN)/python -m edgefire.bench.byom --data $(CIFAR_JPEG) --work .bench-byom \
 	  --out $(ARTIFACTS)/bench-byom.json
 
+# classifiers exported from PyTorch (tests/fixtures/torchvision) converted, built as they
+# are and fine-tuned
+bench-onnx: install
+	$(BIN)/python -m edgefire.bench.onnx --data $(CIFAR_JPEG) --work .bench-onnx \
+	  --out $(ARTIFACTS)/bench-onnx.json
+
 # channel pruning's trade-off from the trained model of a build in TRAINED (`make all` first)
 TRAINED ?= $(ARTIFACTS)
 bench-channels: install
@@ -82,5 +88,5 @@ bench-channels: install
 	  --out $(ARTIFACTS)/bench-channels.json
 
 clean:
-	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info .bench .bench-byom .bench-channels
+	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info .bench .bench-byom .bench-channels .bench-onnx
 	find $(ARTIFACTS) -mindepth 1 -name '.*tmp*' -delete 2>/dev/null || true
