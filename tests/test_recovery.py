@@ -141,3 +141,39 @@ def test_a_converter_failing_on_valid_input_exits_3_naming_it(built, copy_of, mo
     result = CliRunner().invoke(app, ["export", "--artifacts", str(copy_of(built))])
     assert result.exit_code == 3, result.output
     assert "edgefire: error: tf2onnx (opset 13) failed: Unsupported ops: Foo" in result.output
+
+
+def _made_invalid(*args, **kwargs):
+    """What a quantizer's broken file meets: onnx.checker's real verdict on a Mul of a [2]
+    and a [3] tensor (the shapes cannot broadcast)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgefire.stages import export
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["a", "b"], ["c"])], "broken",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [2])])
+    export.checked(helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]),
+                   "onnxruntime's static quantization")
+
+
+def test_an_invalid_int8_onnx_candidate_is_left_out_with_why(built, copy_of, monkeypatch):
+    from edgefire.stages import export
+
+    monkeypatch.setattr(export, "ort_int8_onnx", _made_invalid)
+    folder = copy_of(built)
+    result = CliRunner().invoke(app, ["export", "--artifacts", str(folder)])
+    assert result.exit_code == 0, result.output
+    chosen = json.loads((folder / "export.json").read_text())["int8_onnx"]
+    assert chosen["chosen"] == "tf2onnx-from-int8-tflite"
+    assert chosen["candidates"]["onnxruntime-static-u8s8"]["error"].startswith(
+        "onnxruntime's static quantization made an invalid int8 ONNX: ")
+    monkeypatch.setattr(export, "tflite_int8_onnx", _made_invalid)
+    result = CliRunner().invoke(app, ["export", "--artifacts", str(folder)])
+    assert result.exit_code == 3, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("edgefire:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "edgefire: error: no int8 ONNX could be made: tf2onnx-from-int8-tflite: ")

@@ -145,13 +145,22 @@ def ort_int8_onnx(float_bytes: bytes, calibration: np.ndarray, contract: InputCo
                             calibrate_method=CalibrationMethod.MinMax)
         proto = onnx.load(str(dst))
     shorten_names(proto)
-    onnx.checker.check_model(proto, full_check=True)
+    checked(proto, "onnxruntime's static quantization")
     return proto.SerializeToString()
+
+
+def checked(proto, maker: str) -> None:
+    """`proto` passes onnx.checker's full check, or ToolFailed names its maker."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ToolFailed(f"{maker} made an invalid int8 ONNX: {first_line(exc)}") from None
 
 
 def tflite_int8_onnx(tflite_path: Path, opset: int) -> bytes:
     """tf2onnx's QDQ translation of the int8 TFLite: the same scales, uint8 pixel input."""
-    import onnx
     import tf2onnx
 
     try:
@@ -160,7 +169,7 @@ def tflite_int8_onnx(tflite_path: Path, opset: int) -> bytes:
     except Exception as exc:  # tf2onnx raises many types on unsupported graphs
         raise ToolFailed(f"tf2onnx failed translating {tflite_path}: {exc}") from None
     shorten_names(proto)
-    onnx.checker.check_model(proto, full_check=True)
+    checked(proto, "tf2onnx")
     return proto.SerializeToString()
 
 
@@ -235,16 +244,26 @@ def float32_tflite(sources: Sources) -> bytes:
 
 
 def int8_onnx(sources: Sources) -> bytes:
-    """The more accurate on the validation split of the two QDQ candidates."""
+    """The more accurate on the validation split of the two QDQ candidates; one that its
+    maker fails to make, or makes invalid, is recorded with why and left out."""
     dataset, splits = sources.data()
     calibration = dataset.x_train[np.asarray(sources.quantized.calibration, dtype=int)]
-    candidates = {
-        "tf2onnx-from-int8-tflite": tflite_int8_onnx(sources.quantized_path,
-                                                     sources.config.opset),
-        "onnxruntime-static-u8s8": ort_int8_onnx(sources.float_onnx(), calibration,
-                                                 sources.contract)}
+    makers = {
+        "tf2onnx-from-int8-tflite": lambda: tflite_int8_onnx(sources.quantized_path,
+                                                             sources.config.opset),
+        "onnxruntime-static-u8s8": lambda: ort_int8_onnx(sources.float_onnx(), calibration,
+                                                         sources.contract)}
+    candidates, failed = {}, {}
+    for method, make in makers.items():
+        try:
+            candidates[method] = make()
+        except ToolFailed as exc:
+            failed[method] = {"error": str(exc)}
+    if not candidates:
+        raise ToolFailed("no int8 ONNX could be made: " + "; ".join(
+            f"{method}: {entry['error']}" for method, entry in failed.items()))
     best, scores = best_int8_onnx(candidates, splits.x_val, splits.y_val, sources.contract)
-    sources.notes["int8_onnx"] = {"chosen": best, "candidates": scores}
+    sources.notes["int8_onnx"] = {"chosen": best, "candidates": {**scores, **failed}}
     return candidates[best]
 
 
