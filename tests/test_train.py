@@ -93,7 +93,17 @@ def test_unfolding_batch_norm_computes_the_folded_model(arch):
 def test_resnet20_is_three_stacks_of_three_blocks():
     model = models.build("resnet20")
     adds = [layer.name for layer in model.layers if layer.name.endswith("/add")]
-    assert len(adds) == 9 and model.count_params() == 271_690  # 274,442 with batch norm
+    def conv(k, cin, cout):
+        return k * k * cin * cout + cout
+
+    stack1 = 6 * conv(3, 16, 16)
+    stack2 = conv(3, 16, 32) + conv(1, 16, 32) + 5 * conv(3, 32, 32)
+    stack3 = conv(3, 32, 64) + conv(1, 32, 64) + 5 * conv(3, 64, 64)
+    by_hand = conv(3, 3, 16) + stack1 + stack2 + stack3 + 64 * 10 + 10
+    assert len(adds) == 9 and model.count_params() == by_hand == 271_690
+    # batch norm (4 values a filter) after every 3x3 convolution, not after the shortcuts
+    assert models.build("resnet20", batch_norm=True).count_params() == by_hand + 4 * (
+        16 + 6 * 16 + 6 * 32 + 6 * 64) == 274_442
     shapes = {layer.name: layer.output_shape[1:] for layer in model.layers}
     assert shapes["stack1_3/add"] == (32, 32, 16) and shapes["stack3_3/add"] == (8, 8, 64)
 
