@@ -22,7 +22,7 @@ from pathlib import Path
 from edgefire.checks import accepts, type_name
 from edgefire.config import VerifyConfig, build_flags
 from edgefire.errors import EdgefireError
-from edgefire.stages.registry import SECTIONS, Context
+from edgefire.registry import SECTIONS, Context
 
 
 def read_settings(path: Path) -> dict[str, dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgefire import layout
 from edgefire.errors import EdgefireError
-from edgefire.stages.registry import NAMES as STAGES
+from edgefire.registry import NAMES as STAGES
 from edgefire.version import VERSION
 
 MANIFEST = layout.MANIFEST

@@ -25,7 +25,7 @@ from edgefire.errors import (
     EdgefireError,
     Terminated,
 )
-from edgefire.stages.registry import Context
+from edgefire.registry import Context
 
 
 class OneLineErrors(TyperGroup):

@@ -2,7 +2,7 @@
 
 A stage is up to date when the manifest records it with the same config, inputs whose
 sha256 still match, and intact outputs; `--force` reruns everything. The stages are those of
-`stages.registry`, in its order.
+`edgefire.registry`, in its order.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 from edgefire import artifacts, layout, report
 from edgefire.checks import choice
 from edgefire.errors import EdgefireError
+from edgefire.registry import BY_NAME, NAMES, STAGES, Context
 from edgefire.stages import distribute
-from edgefire.stages.registry import BY_NAME, NAMES, STAGES, Context
 
 
 @dataclass(frozen=True)

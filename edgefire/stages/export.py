@@ -38,7 +38,7 @@ from edgefire import (
 from edgefire.config import ExportConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, ToolFailed, first_line
-from edgefire.stages.registry import DEFAULT, Context
+from edgefire.registry import DEFAULT, Context
 from edgefire.tfenv import quiet, tensorflow
 
 ONNX_INPUT = "image"

@@ -14,8 +14,8 @@ from edgefire.config import PruneConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
 from edgefire.models import channels, sensitivity
+from edgefire.registry import DEFAULT, Context
 from edgefire.stages import distribute, fitting
-from edgefire.stages.registry import DEFAULT, Context
 from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.PRUNED

@@ -19,8 +19,8 @@ from edgefire import artifacts, data, layout, metadata, models, records, tflite_
 from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, ToolFailed
+from edgefire.registry import DEFAULT, Context
 from edgefire.stages import fallback, fitting, quant_error
-from edgefire.stages.registry import DEFAULT, Context
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
 
 

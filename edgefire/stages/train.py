@@ -13,8 +13,8 @@ from pathlib import Path
 
 from edgefire import artifacts, data, layout, models
 from edgefire.config import TrainConfig, as_dict
+from edgefire.registry import DEFAULT, Context
 from edgefire.stages import distribute, fitting, teacher
-from edgefire.stages.registry import DEFAULT, Context
 from edgefire.tfenv import keras, seed_everything
 
 MODEL = layout.TRAINED

@@ -22,10 +22,10 @@ from edgefire import artifacts, data, formats, layout, npu, records, report, run
 from edgefire.config import TARGET_BYTES, VerifyConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, GateFailed
+from edgefire.registry import DEFAULT, Context
 from edgefire.report import stats
 from edgefire.runtimes import matrix
 from edgefire.stages import quant_error
-from edgefire.stages.registry import DEFAULT, Context
 from edgefire.version import VERSION
 
 
