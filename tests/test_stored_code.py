@@ -287,3 +287,13 @@ def test_a_mutated_config_loads_known_layers_or_is_one_line_never_code(steps, pl
         kinds = {type(layer).__name__ for layer in model.submodules}
         assert not kinds & {"Lambda"}, kinds
     assert not marker.exists()
+
+
+def test_an_op_layer_whose_function_is_bytecode_is_one_line(tmp_path):
+    """Found by the fuzzing test above: a TFOpLambda renamed from a Lambda keeps the Lambda's
+    serialized bytecode (a list) as its function, which is no name at all."""
+    from edgefire.models import stored_code
+
+    entry = {"class_name": "TFOpLambda", "config": {"name": "evil", "function": ["4wIAAAAA", None]}}
+    with pytest.raises(EdgefireError, match="calls the TensorFlow function .*4wIAAAAA.* not run"):
+        stored_code.judge(tmp_path / "m.h5", "TFOpLambda", "evil", entry)

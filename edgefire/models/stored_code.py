@@ -164,11 +164,11 @@ def judge(path: Path, class_name, name, entry: dict) -> None:
                             "Keras; not loaded")
     if class_name in OP_CLASSES:
         function = (entry.get("config") or {}).get("function")
-        if function not in PURE_FUNCTIONS:
-            raise EdgefireError(
-                f"{path}: {label} calls the TensorFlow function {function!r}, which is not "
-                "among the pure math functions edgefire loads; not run (--trust-model-code "
-                "runs it, for a file you trust)")
+        if not isinstance(function, str) or function not in PURE_FUNCTIONS:
+            raise EdgefireError(  # a list there is a Lambda's serialized bytecode
+                f"{path}: {label} calls the TensorFlow function {str(function)[:80]!r}, which "
+                "is not among the pure math functions edgefire loads; not run "
+                "(--trust-model-code runs it, for a file you trust)")
         return
     if not isinstance(class_name, str) or class_name not in plain_classes():
         raise EdgefireError(
