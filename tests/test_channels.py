@@ -52,6 +52,16 @@ def test_folding_after_thinning_keeps_the_function(arch):
                                thin.predict(IMAGES, verbose=0), atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+def test_parameters_are_counted_without_building_the_thinner_model(arch):
+    model = trained_like(arch)
+    found = channels.units(model)
+    ratios = {unit.members: (0.125, 0.5, 0.75)[i % 3] for i, unit in enumerate(found)}
+    for plan in (channels.plan(model, 0.0), channels.plan(model, 0.4),
+                 channels.plan(model, 0.0, ratios, found)):
+        assert channels.parameters(model, plan) == channels.thin(model, plan).count_params()
+
+
 def test_reference_thinned_by_half_has_the_parameters_counted_by_hand():
     folded = models.build("squeezenet")  # no batch norm: kernels and biases only
     plan = channels.plan(folded, 0.5)

@@ -193,24 +193,19 @@ def _tied_convs(groups: dict) -> list[set]:
     return sets
 
 
-def thin(model, chosen: Plan):
-    """The model rebuilt with only the kept filters, weights copied."""
-    layers = keras().layers
+def _flow(model, chosen: Plan):
+    """Each layer of `model` but the input, with its parents, the original channel indices
+    it keeps of its (first) input and of its output under `chosen`."""
     index: dict[str, list[int]] = {}  # each layer's output: original channel indices kept
-    built: dict[str, object] = {}
-    copies = []
     for layer in model.layers:
         kind = type(layer).__name__
-        parents = inbound(layer) if kind != "InputLayer" else []
         if kind == "InputLayer":
-            built[layer.name] = layers.Input(tuple(layer.output.shape[1:]), name=layer.name)
             index[layer.name] = list(range(int(layer.output.shape[-1])))
             continue
+        parents = inbound(layer)
         ins = [index[p.name] for p in parents]
-        config = layer.get_config()
         if kind == "Conv2D":
             out = chosen.kept.get(layer.name, list(range(layer.filters)))
-            config["filters"] = len(out)
         elif kind == "Concatenate":
             offsets = np.cumsum([0] + [int(p.output.shape[-1]) for p in parents[:-1]])
             out = [int(o) + i for o, idx in zip(offsets, ins, strict=True) for i in idx]
@@ -218,13 +213,31 @@ def thin(model, chosen: Plan):
             out = list(range(layer.units))
         else:
             out = ins[0]
+        index[layer.name] = out
+        yield layer, parents, ins[0], out
+
+
+def parameters(model, chosen: Plan) -> int:
+    """The parameter count of `thin(model, chosen)`, without building it."""
+    return sum(int(w.size) for layer, _, ins, out in _flow(model, chosen)
+               for w in _sliced(layer, ins, out))
+
+
+def thin(model, chosen: Plan):
+    """The model rebuilt with only the kept filters, weights copied."""
+    layers = keras().layers
+    first = model.layers[0]
+    built = {first.name: layers.Input(tuple(first.output.shape[1:]), name=first.name)}
+    copies = []
+    for layer, parents, ins, out in _flow(model, chosen):
+        config = layer.get_config()
+        if type(layer).__name__ == "Conv2D":
+            config["filters"] = len(out)
         new = type(layer).from_config(config)
         inputs = [built[p.name] for p in parents]
         built[layer.name] = new(inputs if len(inputs) > 1 else inputs[0])
-        index[layer.name] = out
-        copies.append((layer, new, ins[0], out))
-    thinner = keras().Model(built[model.layers[0].name], built[model.layers[-1].name],
-                            name=model.name)
+        copies.append((layer, new, ins, out))
+    thinner = keras().Model(built[first.name], built[model.layers[-1].name], name=model.name)
     for old, new, ins, out in copies:
         new.set_weights(_sliced(old, ins, out))
     return thinner

@@ -420,7 +420,11 @@ def checkpoint_callback(folder: Path, stage: str, config: dict, model, done: Fit
 
 
 def accuracy(model, x, y, contract: InputContract) -> float:
-    """Top-1 accuracy of a Keras model on uint8 images."""
-    probs = model.predict(eval_dataset(x, np.zeros(len(x)), contract).map(lambda a, _: a),
-                          verbose=0)
-    return float(np.mean(np.argmax(probs, axis=1) == y))
+    """Top-1 accuracy of a Keras model on uint8 images. The model is called batch by batch:
+    `predict` traces a function for each new model, which costs more than scoring a validation
+    split does (three times more on 80 images; sensitivity analysis scores 78 models)."""
+    hits = 0
+    for images, labels in eval_dataset(x, y, contract):
+        scores = model(images, training=False)
+        hits += int(np.sum(np.argmax(scores, axis=1) == labels.numpy()))
+    return hits / len(x)

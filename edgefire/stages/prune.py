@@ -166,8 +166,7 @@ def allocation(model, config: PruneConfig, splits: data.Splits, contract: InputC
     total, found = model.count_params(), channels.units(model)
 
     def removed(ratios: dict) -> int:
-        thinner = channels.thin(model, channels.plan(model, 0.0, ratios, found))
-        return total - thinner.count_params()
+        return total - channels.parameters(model, channels.plan(model, 0.0, ratios, found))
 
     return (lambda ratio: channels.plan(model, ratio, measured.ratios(ratio, removed), found)), \
         {"allocation": "sensitivity", "sensitivity": measured.to_json()}
