@@ -119,12 +119,13 @@ def _shared(settings: dict[str, dict], source: tuple[str, str], target: tuple[st
 def build(artifacts: str | Path = "artifacts", *, config: str | Path | None = None,
           train: dict | None = None, prune: dict | None = None, quantize: dict | None = None,
           export: dict | None = None, verify: dict | None = None, force: bool = False,
-          distribute: str = "auto", echo=print) -> dict | None:
+          distribute: str = "auto", dry_run: bool = False, echo=print) -> dict | None:
     """Run `edgefire build` and return its report (report.json's contract); None on a
     multi-worker build's other workers, which only help the chief train.
 
     `distribute` is where training runs (`distribute.MODES`): it does not change what is
-    built, so it is not part of the settings a stage is compared by.
+    built, so it is not part of the settings a stage is compared by. `dry_run` only says
+    which stages would run and why, and returns None.
     Raises `EdgefireError` for bad input and `GateFailed` (a subclass) for a missed gate.
     """
     from edgefire import pipeline
@@ -132,8 +133,10 @@ def build(artifacts: str | Path = "artifacts", *, config: str | Path | None = No
     sections = {"train": train, "prune": prune, "quantize": quantize, "export": export,
                 "verify": verify}
     given = {name: values for name, values in sections.items() if values}
-    return pipeline.run(plan(settings(given, config, "build()"), force, distribute),
-                        Path(artifacts), echo=echo)
+    planned = plan(settings(given, config, "build()"), force, distribute)
+    if dry_run:
+        return pipeline.dry_run(planned, Path(artifacts), echo=echo)
+    return pipeline.run(planned, Path(artifacts), echo=echo)
 
 
 def settings(given: dict[str, dict], config: str | Path | None, where: str) -> dict[str, dict]:

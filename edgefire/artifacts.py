@@ -332,22 +332,44 @@ def check_intact(folder: Path, name: str, entry: dict) -> None:
 
 def stage_is_current(folder: Path, stage: str, inputs: list[Path], config: dict) -> bool:
     """True when the stage ran with this config on these exact inputs and its outputs are intact."""
+    return why_stale(folder, stage, inputs, config) is None
+
+
+def why_stale(folder: Path, stage: str, inputs: list[Path], config: dict) -> str | None:
+    """Why the stage would run again (never ran, a setting changed, an input or an output
+    changed), or None when it is up to date."""
     manifest = load_manifest(folder)
     record = manifest["stages"].get(stage)
-    if record is None or record["config"] != config or not record.get("passed", True):
-        return False
+    if record is None:
+        return "it has not run here"
+    if record["config"] != config:
+        return "changed: " + ", ".join(_changes(record["config"], config))
+    if not record.get("passed", True):
+        return "its last run did not pass"
     try:
         current = {p.name: sha256(p) for p in inputs}
-    except OSError:
-        return False
-    if current != record["inputs"]:
-        return False
+    except OSError as exc:
+        return f"{exc.filename or 'an input'} cannot be read"
+    for name in sorted(set(current) | set(record["inputs"])):
+        if current.get(name) != record["inputs"].get(name):
+            return f"its input {name} changed"
     for name in record["outputs"]:
         entry = manifest["artifacts"].get(name)
         path = folder / name
         if entry is None or not path.exists() or sha256(path) != entry["sha256"]:
-            return False
-    return True
+            return f"its output {name} is missing or changed"
+    return None
+
+
+def _changes(before: dict, after: dict) -> list[str]:
+    """`key: old -> new` for each recorded setting that differs."""
+    def shown(settings: dict, key: str) -> str:  # a fingerprint's first characters tell
+        text = json.dumps(settings[key]) if key in settings else "unset"
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return [f"{key} {shown(before, key)} -> {shown(after, key)}"
+            for key in sorted(set(before) | set(after))
+            if key not in before or key not in after or before[key] != after[key]]
 
 
 def source_model(folder: Path) -> Path:

@@ -266,6 +266,8 @@ def verify(
 def build(
     given: dict,
     force: Annotated[bool, typer.Option(help="Rerun every stage, even if up to date.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="Say which stages would run and why; run and write nothing.")] = False,
     distribute: DistributeOpt = "auto",
     config: ConfigOpt = None,
     trust_model_code: TrustOpt = False,
@@ -277,7 +279,8 @@ def build(
         from edgefire import api
 
         show_report(lambda: api.build(artifacts, config=config, force=force,
-                                      distribute=distribute, echo=typer.echo, **given),
+                                      distribute=distribute, dry_run=dry_run,
+                                      echo=typer.echo, **given),
                     artifacts, "build passed")
 
     run_stage(action, trust_model_code)
@@ -357,7 +360,7 @@ def show_report(verification, artifacts: Path, passed: str) -> None:
     except GateFailed:
         show(report.load(artifacts))
         raise
-    if result is None:  # a multi-worker build's other worker: it has said what it did
+    if result is None:  # a dry run, or a multi-worker build's other worker: said already
         return
     show(result)
     typer.echo(f"{passed} -> {artifacts / layout.REPORT_MD}")

@@ -86,6 +86,27 @@ def run(plan: Plan, folder: Path, echo=print) -> dict | None:
         return _run_stages(plan, folder, echo)
 
 
+def dry_run(plan: Plan, folder: Path, echo=print) -> None:
+    """Say which stages a build would run and why; run nothing and write nothing. A stage
+    after one that runs is said to run too: it reads what that one writes."""
+    from edgefire.stages import train
+
+    train.check_inputs(plan.train, folder)
+    before = None  # the first stage that would run
+    for stage in steps(plan):
+        if plan.force:
+            reason = "--force"
+        elif before:
+            reason = f"after {before}"
+        else:
+            reason = artifacts.why_stale(folder, stage.name, stage.inputs(folder), stage.config)
+        if reason is None:
+            echo(f"= {stage.name}: up to date")
+        else:
+            echo(f"> {stage.name}: would run ({reason})")
+            before = before or stage.name
+
+
 def _run_stages(plan: Plan, folder: Path, echo) -> dict:
     if plan.force and (aside := artifacts.set_aside_manifest(folder)):
         echo(f"! {folder / artifacts.MANIFEST} was unreadable: kept as {aside}, starting over")

@@ -206,17 +206,22 @@ def test_changing_max_drop_reruns_quantize_and_later_never_train_or_prune(built,
     assert json.loads((folder / "quantize.json").read_text())["fallback"]["max_drop"] == 2.5
 
 
-def test_changing_sparsity_reruns_prune_and_later_never_train(built, image_folder, copy_of):
-    folder = copy_of(built)
-    trained_sha = json.loads((folder / "manifest.json").read_text())["artifacts"]["trained.h5"]
-    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder),
-                    "--sparsity", "0.3")
+def test_a_dry_run_says_what_would_run_and_why_and_writes_nothing(built, image_folder):
+    before = {p: p.read_bytes() for p in built.rglob("*") if p.is_file()}
+    build = [*BUILD, "--data", str(image_folder), "--artifacts", str(built), "--dry-run"]
+    result = invoke(*build, "--sparsity", "0.3")
     assert result.exit_code == 0, result.output
-    status = stage_status(folder)
-    assert status["train"] == "up to date"
-    assert all(status[s] == "ran" for s in ("prune", "quantize", "export", "verify"))
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["artifacts"]["trained.h5"] == trained_sha
+    assert result.output.splitlines() == [
+        "= train: up to date", "> prune: would run (changed: sparsity 0.4 -> 0.3)",
+        "> quantize: would run (after prune)", "> export: would run (after prune)",
+        "> verify: would run (after prune)"]
+    assert invoke(*build).output.count(": up to date") == 5
+    assert "> train: would run (--force)" in invoke(*build, "--force").output
+    nowhere = built.parent / "not-built"
+    assert "> train: would run (it has not run here)" in invoke(
+        *BUILD, "--data", str(image_folder), "--artifacts", str(nowhere), "--dry-run").output
+    assert not nowhere.exists()
+    assert {p: p.read_bytes() for p in built.rglob("*") if p.is_file()} == before
 
 
 def test_size_gate_failure_exits_1_naming_the_artifact(built, copy_of):

@@ -118,9 +118,12 @@ def test_int8_accuracy_is_close_to_the_float_model(pruned_folder, copy_of, image
 
 def test_qat_on_a_pruned_model_keeps_its_zeros(pruned_folder, copy_of):
     folder = copy_of(pruned_folder)
-    result = invoke("quantize", "--artifacts", str(folder), "--qat", "--qat-epochs", "1")
+    result = invoke("quantize", "--artifacts", str(folder), "--qat", "--qat-epochs", "1",
+                    "--qat-learning-rate", "0.0002")
     assert result.exit_code == 0, result.output
     meta = json.loads((folder / "quantize.json").read_text())
+    assert meta["config"]["qat_learning_rate"] == 0.0002
+    assert meta["qat_history"]["loss"] and meta["qat_recoveries"] == []
     for layer, zeros in meta["qat_sparsity"]["layers"].items():
         if layer.split("/")[-1].startswith(("squeeze", "expand")):  # the fire modules' layers
             assert zeros >= 0.59, (layer, zeros)  # the drift left ~30% in expand layers

@@ -15,7 +15,7 @@ from edgefire.cli import app
 from edgefire.contract import InputContract
 from edgefire.stages import fitting
 from tests import synthetic
-from tests.conftest import TINY_TRAIN
+from tests.conftest import BUILD
 
 BLOWS_UP = "1e9"  # a learning rate no recipe survives, even at an eighth
 
@@ -75,20 +75,16 @@ def test_qat_that_keeps_diverging_names_the_qat_learning_rate(trained_folder, co
     assert not (folder / "squeezenet_int8.tflite").exists()
 
 
-@pytest.mark.slow
-def test_build_hands_its_fine_tuning_rates_to_prune_and_qat(image_folder, trained_folder,
-                                                            copy_of):
-    tmp_path = copy_of(trained_folder)  # trained with TINY_TRAIN: the build starts at prune
-    result = CliRunner().invoke(app, [
-        "build", "--quantize", "int8", *TINY_TRAIN, "--prune-epochs", "1", "--data",
-        str(image_folder), "--prune-learning-rate", "0.02", "--qat", "--qat-learning-rate",
-        "0.0002", "--micro-images", "20", "--artifacts", str(tmp_path)])
+def test_build_hands_its_fine_tuning_rates_to_prune_and_qat(image_folder, built):
+    """Said by a dry run: build's rate flags change prune's and quantize's settings."""
+    build = [*BUILD, "--data", str(image_folder), "--artifacts", str(built), "--dry-run"]
+    result = CliRunner().invoke(app, [*build, "--prune-learning-rate", "0.02"])
     assert result.exit_code == 0, result.output
-    assert "= train: up to date" in result.output
-    assert json.loads((tmp_path / "prune.json").read_text())["config"]["learning_rate"] == 0.02
-    quantized = json.loads((tmp_path / "quantize.json").read_text())
-    assert quantized["config"]["qat_learning_rate"] == 0.0002
-    assert quantized["qat_history"]["loss"] and quantized["qat_recoveries"] == []
+    assert "> prune: would run (changed: learning_rate 0.01 -> 0.02)" in result.output
+    result = CliRunner().invoke(app, [*build, "--qat", "--qat-learning-rate", "0.0002"])
+    assert result.exit_code == 0, result.output
+    assert "> quantize: would run (changed: qat false -> true, qat_learning_rate 0.0001 -> " \
+           "0.0002)" in result.output
 
 
 @pytest.mark.slow
