@@ -364,7 +364,7 @@ class VerifyConfig:
     max_drop: float = option(1.0, "Largest allowed top-1 drop from the float reference, in "
                                   "points (build: also the int8 fallback's budget).")
     min_accuracy: float | None = option(None, "Optional floor on top-1 accuracy (0-1).")
-    latency_runs: int = 200  # batch-1 inferences timed per artifact
+    latency_runs: int = 200  # batch-1 inferences timed per artifact, at most (see time_latency)
     throughput_batch: int = 256
     gate_runtimes: str = option("all", "all: gate each file in every runtime that ran it; "
                                        "native: in its own runtime only.")
