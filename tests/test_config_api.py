@@ -17,24 +17,22 @@ def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-@pytest.mark.slow
-def test_a_config_file_overrides_defaults_and_flags_override_it(image_folder, tmp_path,
-                                                               monkeypatch):
+def test_a_config_file_overrides_defaults_and_flags_override_it(built, image_folder,
+                                                               tmp_path, monkeypatch):
+    """Said by a dry run on the shared build (conftest's BUILD flags): train is up to date
+    only if the file's settings beat the defaults and the flag beats the file."""
     monkeypatch.chdir(tmp_path)
     Path("pyproject.toml").write_text('[tool.edgefire.prune]\nsparsity = 0.3\nepochs = 2\n')
     config = tmp_path / "edgefire.toml"
-    config.write_text(f'[train]\ndata = "{image_folder}"\nweight_decay = 0.001\nepochs = 1\n'
-                      'batch_size = 32\nlearning_rate = 0.05\nseed = 1\n'
-                      '[prune]\nepochs = 1\nkeep_dense = ["conv"]\n[verify]\nmax_drop = 50.0\n')
-    folder = tmp_path / "a"
-    result = invoke("build", "--config", str(config), "--epochs", "2", "--artifacts",
-                    str(folder))
+    config.write_text(f'[train]\ndata = "{image_folder}"\nepochs = 1\nbatch_size = 32\n'
+                      'learning_rate = 0.05\nseed = 1\n'
+                      '[prune]\nepochs = 1\nkeep_dense = ["conv10"]\n[verify]\nmax_drop = 50.0\n')
+    result = invoke("build", "--quantize", "int8", "--config", str(config), "--epochs", "3",
+                    "--artifacts", str(built), "--dry-run")
     assert result.exit_code == 0, result.output
-    train = json.loads((folder / "train.json").read_text())["config"]
-    assert train["weight_decay"] == 0.001 and train["epochs"] == 2  # file, then the flag
-    prune = json.loads((folder / "prune.json").read_text())["config"]
-    assert prune["sparsity"] == 0.3 and prune["epochs"] == 1  # pyproject, then the file
-    assert prune["keep_dense"] == ["conv"]
+    assert result.output.splitlines()[:2] == [  # prune: pyproject's sparsity, the file's epochs
+        "= train: up to date", '> prune: would run (changed: keep_dense ["conv", "conv10"] '
+                               '-> ["conv10"], sparsity 0.4 -> 0.3)']
 
 
 @pytest.mark.parametrize("text, needle", [

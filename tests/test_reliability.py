@@ -17,8 +17,6 @@ from typer.testing import CliRunner
 from edgefire import artifacts
 from edgefire.cli import app
 from edgefire.errors import EdgefireError
-from tests.conftest import BUILD
-from tests.test_pipeline import DEPLOYABLES
 
 
 def invoke(*args: str):
@@ -147,16 +145,6 @@ def test_older_manifest_schema_is_refused_with_what_to_do(built, copy_of):
     result = invoke("verify", "--artifacts", str(folder))
     assert result.exit_code == 2
     assert "manifest schema 0" in result.output and "--force" in result.output
-
-
-def test_same_seed_rebuilds_byte_identical_files(built, image_folder, tmp_path):
-    folder = tmp_path / "again"
-    result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder))
-    assert result.exit_code == 0, result.output
-    for name in DEPLOYABLES + ["trained.h5", "pruned.h5", "labels.txt"]:
-        assert artifacts.sha256(folder / name) == artifacts.sha256(built / name), name
-    val = [json.loads((f / "train.json").read_text())["val_accuracy"] for f in (folder, built)]
-    assert val[0] == val[1]
 
 
 def test_a_disk_too_full_for_a_checkpoint_stops_train_with_one_line(image_folder, tmp_path,

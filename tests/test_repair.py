@@ -146,17 +146,21 @@ def test_a_failed_verify_keeps_the_whole_old_report(built, copy_of, monkeypatch)
     assert not [p for p in folder.iterdir() if ".tmp" in p.name]
 
 
-def test_build_force_starts_over_from_an_unreadable_manifest(built, image_folder, copy_of):
+def test_build_force_starts_over_from_an_unreadable_manifest_to_the_same_bytes(
+        built, image_folder, copy_of):
+    """A whole rebuild with the same seed makes byte-identical files."""
     folder = copy_of(built)
     (folder / "manifest.json").write_text("{truncated")
     result = invoke("verify", "--artifacts", str(folder))
     assert result.exit_code == 2 and "edgefire build --force" in result.output
     result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(folder), "--force")
     assert result.exit_code == 0, result.output
-    assert "starting over" in result.output
+    assert "starting over" in result.output and "up to date" not in result.output
     assert (folder / "manifest.json.unreadable").read_text() == "{truncated"
-    assert artifacts.sha256(folder / "squeezenet_int8.tflite") == \
-        artifacts.sha256(built / "squeezenet_int8.tflite")
+    for name in DEPLOYABLES + ["trained.h5", "pruned.h5", "labels.txt"]:
+        assert artifacts.sha256(folder / name) == artifacts.sha256(built / name), name
+    val = [json.loads((f / "train.json").read_text())["val_accuracy"] for f in (folder, built)]
+    assert val[0] == val[1]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
