@@ -88,15 +88,17 @@ def test_build_hands_its_fine_tuning_rates_to_prune_and_qat(image_folder, built)
 
 
 @pytest.mark.slow
-def test_a_dataset_smaller_than_one_batch_builds_at_the_default_batch(tmp_path):
+def test_a_dataset_smaller_than_one_batch_trains_and_prunes_at_the_default_batch(tmp_path):
     folder = synthetic.write_image_folder(tmp_path / "few", train_per_class=6,
                                           test_per_class=4)
-    result = CliRunner().invoke(app, ["build", "--quantize", "int8", "--data", str(folder),
-                                      "--epochs", "4", "--prune-epochs", "2", "--artifacts",
-                                      str(tmp_path / "artifacts")])
-    assert result.exit_code == 0, result.output
-    train = json.loads((tmp_path / "artifacts" / "train.json").read_text())
+    artifacts = tmp_path / "artifacts"
+    for command in (["train", "--data", str(folder), "--epochs", "4"],
+                    ["prune", "--epochs", "2"]):
+        result = CliRunner().invoke(app, [*command, "--artifacts", str(artifacts)])
+        assert result.exit_code == 0, result.output
+    train = json.loads((artifacts / "train.json").read_text())
     assert train["data"]["train_images"] < 128 and train["recoveries"] == []
+    assert json.loads((artifacts / "prune.json").read_text())["recoveries"] == []
 
 
 @pytest.mark.parametrize("stage", sorted(fitting.LEARNING_RATE_OPTION))
