@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from edgefire import models
 from edgefire.cli import app
 from edgefire.errors import EdgefireError
-from edgefire.models import channels, sensitivity
+from edgefire.models import budget, channels, sensitivity
 from edgefire.models.sensitivity import Step
 from edgefire.tfenv import keras
 from tests.conftest import BUILD
@@ -283,3 +283,29 @@ def test_a_grouped_convolution_keeps_its_filters_its_input_and_what_an_addition_
     assert thinner.get_layer("first").filters == 3 and thinner.get_layer("grouped").filters == 8
     x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
     assert thinner(x).shape == (2, 3)
+
+
+def exact_boundary(size, target: int) -> float:
+    low, high = 0.0, 0.95
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (low, middle) if size(middle) <= target else (middle, high)
+    return high
+
+
+@pytest.mark.parametrize("size, most", [
+    (lambda r: 3_000 + 4 * int(100_000 * (1 - r) ** 2), 4),  # on a line in the parameters
+    (lambda r: 3_000 + 4 * int(100_000 * (1 - r) ** 2) + 16 * int(r * 40) ** 2,
+     budget.MAX_MEASUREMENTS)], ids=["linear", "bent"])
+def test_the_byte_search_finds_the_least_removal_that_fits_within_its_tolerance(size, most):
+    search = budget.Search(size, lambda r: int(100_000 * (1 - r) ** 2), 150_000)
+    found = search.least_ratio(0.95)
+    assert size(found) <= 150_000
+    assert found - exact_boundary(size, 150_000) < budget.TOLERANCE
+    assert len(search.measured) <= most, search.measured
+
+
+def test_the_byte_search_removes_nothing_when_the_whole_model_fits_and_says_when_none_does():
+    assert budget.Search(lambda r: 500, lambda r: 1000, 600).least_ratio(0.95) == 0.0
+    with pytest.raises(EdgefireError, match="even with 95% removed the int8 TFLite is larger"):
+        budget.Search(lambda r: 700, lambda r: 1000, 600).least_ratio(0.95)

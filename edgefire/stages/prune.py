@@ -13,7 +13,7 @@ from edgefire import artifacts, data, layout, models, records
 from edgefire.config import PruneConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
-from edgefire.models import channels, sensitivity
+from edgefire.models import budget, channels, sensitivity
 from edgefire.registry import DEFAULT, Context
 from edgefire.stages import distribute, fitting
 from edgefire.tfenv import keras, seed_everything
@@ -121,7 +121,6 @@ def distillation(config: PruneConfig) -> fitting.Distillation | None:
             if config.distill else None)
 
 
-SEARCH_STEPS = 8  # bisection over the fraction of filters removed: within 0.4% of the best
 MAX_CHANNEL_SPARSITY = 0.95
 
 
@@ -130,26 +129,18 @@ def thin_to_budget(model, config: PruneConfig, splits: data.Splits, contract: In
     """The model with `--channel-sparsity` removed, or the least whose int8 TFLite (converted
     and measured, metadata included) is within `--target-bytes`. Returns the thinner model and
     the record of what was removed."""
-    search = []
     ratio = config.channel_sparsity
     planned, record = allocation(model, config, splits, contract)
+    search = budget.Search(
+        lambda r: int8_bytes(channels.thin(model, planned(r)),
+                             splits.x_train[:CALIBRATION_IMAGES], contract, arch,
+                             splits.classes),
+        lambda r: channels.parameters(model, planned(r)), config.target_bytes)
     if config.target_bytes is not None:
-        calibration = splits.x_train[:CALIBRATION_IMAGES]
-        low, high = 0.0, MAX_CHANNEL_SPARSITY
-        if int8_bytes(channels.thin(model, planned(high)), calibration, contract,
-                      arch, splits.classes) > config.target_bytes:
-            raise EdgefireError(f"--target-bytes {config.target_bytes}: even with "
-                                f"{high:.0%} removed the int8 TFLite is larger")
-        for _ in range(SEARCH_STEPS):
-            middle = (low + high) / 2
-            size = int8_bytes(channels.thin(model, planned(middle)), calibration,
-                              contract, arch, splits.classes)
-            search.append({"channel_sparsity": round(middle, 4), "int8_bytes": size})
-            low, high = (low, middle) if size <= config.target_bytes else (middle, high)
-        ratio = high
+        ratio = search.least_ratio(MAX_CHANNEL_SPARSITY)
     chosen = planned(ratio)
     thinner = channels.thin(model, chosen)
-    return thinner, {"channel_sparsity": round(ratio, 4), "search": search, **record,
+    return thinner, {"channel_sparsity": round(ratio, 4), "search": search.measured, **record,
                      "importance": "L1 norm of each filter's folded kernel (kernel x batch "
                                    "norm scale)",
                      "filters": chosen.filters(model)}
