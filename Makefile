@@ -15,7 +15,7 @@ VARIANTS_DIR := $(ARTIFACTS)/variants
 MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
-.PHONY: install test test-fast train all ablation bench-train bench-data bench-datasets \
+.PHONY: install test test-fast train all ablation bench-train bench-data bench-datasets bench-front \
   bench-byom bench-channels bench-onnx clean
 
 install: $(VENV)/.installed
@@ -86,6 +86,10 @@ TRAINED ?= $(ARTIFACTS)
 bench-channels: install
 	$(BIN)/python -m edgefire.bench.channels --trained $(TRAINED) --work .bench-channels \
 	  --out $(ARTIFACTS)/bench-channels.json
+
+# accuracy per byte of every committed build: their verified reports, latency measured here
+bench-front: install
+	$(BIN)/python -m edgefire.bench.front --out $(ARTIFACTS)/bench-front.json
 
 clean:
 	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info .bench .bench-byom .bench-channels .bench-onnx

@@ -6,6 +6,7 @@ valid input, 70 an internal error (a bug), 130 interrupted (Ctrl-C), 143 termina
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -25,7 +26,7 @@ from edgefire.errors import (
     EdgefireError,
     Terminated,
 )
-from edgefire.registry import Context
+from edgefire.registry import STAGES, Context, Stage
 
 
 class OneLineErrors(TyperGroup):
@@ -136,128 +137,30 @@ def stage_config(section: str, given: dict, config: Path | None):
     return api.stage_config(section, api.settings(given, config, "the command line"))
 
 
-@app.command()
-@cli_options.with_config_options(("train",))
-def train(
-    given: dict,
-    distribute: DistributeOpt = "auto",
-    config: ConfigOpt = None,
-    trust_model_code: TrustOpt = False,
-    artifacts: ArtifactsOpt = Path("artifacts"),
-) -> None:
-    """Train the model and write it, its history, curves and metadata to the artifacts folder."""
+def stage_command(stage: Stage):
+    """The command of a registry stage: its config's options, --config, --trust-model-code,
+    --artifacts, and --data and --distribute where the stage takes them."""
 
-    def action():
-        from edgefire.stages import train as stage
+    def command(given: dict, config: ConfigOpt = None, trust_model_code: TrustOpt = False,
+                artifacts: ArtifactsOpt = Path("artifacts"), data: DataOverrideOpt = None,
+                distribute: DistributeOpt = "auto") -> None:
+        def action():
+            settings = stage_config(stage.name, given, config)
+            show(lambda: stage.run(settings, artifacts, Context(data, distribute)), artifacts,
+                 lambda record: stage.summary(record, artifacts))
 
-        settings = stage_config("train", given, config)
-        meta = stage.run(settings, artifacts, Context(distribute=distribute))
-        if meta["distribute"]["task_index"]:
-            typer.echo(f"worker {meta['distribute']['task_index']}: trained with the chief in "
-                       f"{meta['wall_seconds']:.0f} s; the chief wrote the artifacts")
-            return
-        typer.echo(f"trained {settings.arch}: validation accuracy {meta['val_accuracy']:.4f}, "
-                   f"{meta['parameters']:,} parameters, {meta['wall_seconds']:.0f} s "
-                   f"({meta['images_per_second']:.0f} images/s) -> {artifacts / layout.TRAINED}")
+        run_stage(action, trust_model_code)
 
-    run_stage(action, trust_model_code)
+    taken = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+             if (p.name != "data" or stage.reads_data) and (p.name != "distribute" or
+                                                            stage.trains)]
+    command.__signature__ = inspect.Signature(taken)
+    command.__name__, command.__doc__ = stage.name, stage.help
+    return cli_options.with_config_options((stage.name,))(command)
 
 
-@app.command()
-@cli_options.with_config_options(("prune",))
-def prune(
-    given: dict,
-    distribute: DistributeOpt = "auto",
-    config: ConfigOpt = None,
-    trust_model_code: TrustOpt = False,
-    artifacts: ArtifactsOpt = Path("artifacts"),
-    data: DataOverrideOpt = None,
-) -> None:
-    """Prune the trained model with fine-tuning and record the measured sparsity."""
-
-    def action():
-        from edgefire.stages import prune as stage
-
-        settings = stage_config("prune", given, config)
-        result = stage.run(settings, artifacts, Context(data, distribute))
-        params = result["parameters"]
-        typer.echo(f"pruned ({settings.method}): {params['before']:,} -> {params['after']:,} "
-                   f"parameters, {result['sparsity']['overall']:.1%} zeros in the pruned "
-                   f"layers: validation accuracy {result['val_accuracy_before']:.4f} -> "
-                   f"{result['val_accuracy_after']:.4f} -> {artifacts / layout.PRUNED}")
-
-    run_stage(action, trust_model_code)
-
-
-@app.command()
-@cli_options.with_config_options(("quantize",))
-def quantize(
-    given: dict,
-    config: ConfigOpt = None,
-    trust_model_code: TrustOpt = False,
-    artifacts: ArtifactsOpt = Path("artifacts"),
-    data: DataOverrideOpt = None,
-) -> None:
-    """Convert the pruned (or trained) model to a TFLite model in the chosen precision."""
-
-    def action():
-        from edgefire.stages import quantize as stage
-
-        result = stage.run(stage_config("quantize", given, config), artifacts, Context(data))
-        size = (artifacts / result["artifact"]).stat().st_size
-        tensor = result["tensors"]["input"]
-        typer.echo(f"{result['mode']} TFLite: {size:,} bytes, input {tensor['dtype']} "
-                   f"(scale {tensor['scale']:.6g}, zero point {tensor['zero_point']}) -> "
-                   f"{artifacts / result['artifact']}")
-        if result["fallback"] and len(result["fallback"]["attempts"]) > 1:
-            from edgefire import report
-
-            typer.echo(report.fallback_summary(result["fallback"]))
-
-    run_stage(action, trust_model_code)
-
-
-@app.command()
-@cli_options.with_config_options(("export",))
-def export(
-    given: dict,
-    config: ConfigOpt = None,
-    trust_model_code: TrustOpt = False,
-    artifacts: ArtifactsOpt = Path("artifacts"),
-    data: DataOverrideOpt = None,
-) -> None:
-    """Write the deployable TFLite and ONNX files and labels.txt."""
-
-    def action():
-        from edgefire.stages import export as stage
-
-        result = stage.run(stage_config("export", given, config), artifacts, Context(data))
-        for name in result["deployables"]:
-            typer.echo(f"{(artifacts / name).stat().st_size:>9,} B  {artifacts / name}")
-
-    run_stage(action, trust_model_code)
-
-
-@app.command()
-@cli_options.with_config_options(("verify",))
-def verify(
-    given: dict,
-    config: ConfigOpt = None,
-    trust_model_code: TrustOpt = False,
-    artifacts: ArtifactsOpt = Path("artifacts"),
-    data: DataOverrideOpt = None,
-) -> None:
-    """Run every artifact in every runtime that takes it on the test split; gate size and
-    accuracy."""
-
-    def action():
-        from edgefire.stages import verify as stage
-
-        settings = stage_config("verify", given, config)
-        show_report(lambda: stage.run(settings, artifacts, Context(data)), artifacts,
-                    "all gates passed")
-
-    run_stage(action, trust_model_code)
+for _stage in STAGES:
+    app.command(_stage.name)(stage_command(_stage))
 
 
 @app.command()
@@ -276,12 +179,12 @@ def build(
     """Train, prune, quantize, export and verify; skip stages that are up to date."""
 
     def action():
-        from edgefire import api
+        from edgefire import api, report
 
-        show_report(lambda: api.build(artifacts, config=config, force=force,
-                                      distribute=distribute, dry_run=dry_run,
-                                      echo=typer.echo, **given),
-                    artifacts, "build passed")
+        show(lambda: api.build(artifacts, config=config, force=force, distribute=distribute,
+                               dry_run=dry_run, echo=typer.echo, **given), artifacts,
+             lambda result: "\n".join([*report.printed(result),
+                                       f"build passed -> {artifacts / layout.REPORT_MD}"]))
 
     run_stage(action, trust_model_code)
 
@@ -347,23 +250,20 @@ def predict(
     run_stage(action)
 
 
-def show_report(verification, artifacts: Path, passed: str) -> None:
-    """Run `verification`; print the report table whether its gates pass or fail."""
+def show(work, artifacts: Path, summary) -> None:
+    """Run `work` and print `summary` of what it returns (nothing when it returns None: a dry
+    run or a multi-worker build's other worker has said what it did); on a missed gate, the
+    report's tables before the error line."""
     from edgefire import report
     from edgefire.errors import GateFailed
 
-    def show(result: dict) -> None:
-        typer.echo("\n".join([*report.table(result), *report.skipped(result)]))
-
     try:
-        result = verification()
+        result = work()
     except GateFailed:
-        show(report.load(artifacts))
+        typer.echo("\n".join(report.printed(report.load(artifacts))))
         raise
-    if result is None:  # a dry run, or a multi-worker build's other worker: said already
-        return
-    show(result)
-    typer.echo(f"{passed} -> {artifacts / layout.REPORT_MD}")
+    if result is not None:
+        typer.echo(summary(result))
 
 
 def _terminate(signum, frame):

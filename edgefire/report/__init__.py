@@ -76,6 +76,11 @@ def skipped(result: dict) -> list[str]:
     return [f"{name}: {reason}, skipped" for name, reason in reasons.items()]
 
 
+def printed(result: dict) -> list[str]:
+    """What a command prints of a report: its table and the runtimes that did not run."""
+    return [*table(result), *skipped(result)]
+
+
 def matrix_table(result: dict) -> list[str]:
     """Each file in each runtime: images run, top-1, drop from the reference on those images,
     agreement with the file's native runtime, latency; or why the runtime did not run it."""

@@ -347,3 +347,9 @@ def run(config: ExportConfig, folder: Path, context: Context = DEFAULT) -> dict:
     artifacts.record_stage(folder, "export", outputs, sources.inputs, as_dict(config),
                            deployables, made_from=made_from)
     return result
+
+
+def summary(result: dict, folder: Path) -> str:
+    """What `edgefire export` prints when it is done: each deployable and its bytes."""
+    return "\n".join(f"{(folder / name).stat().st_size:>9,} B  {folder / name}"
+                     for name in result["deployables"])

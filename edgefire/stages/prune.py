@@ -244,3 +244,10 @@ def run(config: PruneConfig, folder: Path, context: Context = DEFAULT) -> dict:
     return result
 
 
+def summary(result: dict, folder: Path) -> str:
+    """What `edgefire prune` prints when it is done."""
+    params = result["parameters"]
+    return (f"pruned ({result['method']}): {params['before']:,} -> {params['after']:,} "
+            f"parameters, {result['sparsity']['overall']:.1%} zeros in the pruned layers: "
+            f"validation accuracy {result['val_accuracy_before']:.4f} -> "
+            f"{result['val_accuracy_after']:.4f} -> {folder / MODEL}")

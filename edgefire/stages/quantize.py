@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, layout, metadata, models, records, tflite_converter
+from edgefire import artifacts, data, layout, metadata, models, records, report, tflite_converter
 from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, ToolFailed
@@ -257,3 +257,14 @@ def check_raw_pixel_input(details: dict, config: QuantizeConfig, contract: Input
         raise EdgefireError(f"int8 input quantization is scale {tensor['scale']:.6g}, zero "
                             f"point {tensor['zero_point']}; expected raw pixels (scale 1/255, "
                             f"zero point {want_zero})")
+
+
+def summary(result: dict, folder: Path) -> str:
+    """What `edgefire quantize` prints when it is done."""
+    tensor = result["tensors"]["input"]
+    lines = [f"{result['mode']} TFLite: {(folder / result['artifact']).stat().st_size:,} bytes, "
+             f"input {tensor['dtype']} (scale {tensor['scale']:.6g}, zero point "
+             f"{tensor['zero_point']}) -> {folder / result['artifact']}"]
+    if result["fallback"] and len(result["fallback"]["attempts"]) > 1:
+        lines.append(report.fallback_summary(result["fallback"]))
+    return "\n".join(lines)

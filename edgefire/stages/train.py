@@ -260,3 +260,15 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
     fitting.remove_checkpoint(folder, "train")
     fitting.remove_checkpoint(folder, "head")
     return meta
+
+
+def summary(result: dict, folder: Path) -> str:
+    """What `edgefire train` prints when it is done."""
+    worker = result["distribute"]["task_index"]
+    if worker:
+        return (f"worker {worker}: trained with the chief in {result['wall_seconds']:.0f} s; "
+                "the chief wrote the artifacts")
+    return (f"trained {result['config']['arch']}: validation accuracy "
+            f"{result['val_accuracy']:.4f}, {result['parameters']:,} parameters, "
+            f"{result['wall_seconds']:.0f} s ({result['images_per_second']:.0f} images/s) -> "
+            f"{folder / MODEL}")

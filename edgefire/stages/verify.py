@@ -344,3 +344,7 @@ def run(config: VerifyConfig, folder: Path, context: Context = DEFAULT) -> dict:
         raise GateFailed("; ".join(report.describe_failure(g) for g in failed))
     return result
 
+
+def summary(result: dict, folder: Path) -> str:
+    """What `edgefire verify` prints when it is done: the report's tables."""
+    return "\n".join([*report.printed(result), f"all gates passed -> {folder / layout.REPORT_MD}"])

@@ -1,0 +1,134 @@
+"""`make bench-front`: accuracy per byte of every committed build, one row each: its int8
+TFLite's bytes, top-1 with its 95% interval, TFLite Micro arena, LiteRT latency against the
+reference's, and what its training cost here.
+
+    python -m edgefire.bench.front --out artifacts/bench-front.json [FOLDER ...]
+
+The folders (default: `artifacts` and every build under `artifacts/variants`) are finished
+builds: top-1, its interval and the arena are their verify's, read from report.json once the
+manifest shows it and the int8 file unchanged since. Latency is measured here, every file in
+the same run, round after round (`bench.channels.latencies`), as a ratio to the first
+folder's. Training cost is the train and prune stages' recorded wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edgefire import artifacts, layout
+from edgefire.bench.channels import CALLS, ROUNDS, latencies
+from edgefire.errors import EdgefireError
+
+TARGETS = ((100_000, 0.85, "MLPerf Tiny: 85% at 100,000 B"),
+           (500_000, 0.89, "AlexNet-level: 89% at 500,000 B"))
+
+
+def committed_builds(root: Path = Path("artifacts")) -> list[Path]:
+    variants = sorted(p.parent for p in (root / "variants").glob("*/" + layout.REPORT_JSON))
+    return [root, *variants]
+
+
+def measured(folder: Path) -> dict:
+    """A build's row from its verified report (one line if the report or file changed)."""
+    report = json.loads(artifacts.artifact_path(folder, layout.REPORT_JSON,
+                                                "bench-front").read_text())
+    int8 = next((a for a in report["artifacts"]
+                 if a["format"] == "tflite" and a["precision"] == "int8"), None)
+    if int8 is None or "accuracy_ci95" not in int8:
+        raise EdgefireError(f"{folder}: its report has no int8 TFLite with a 95% interval "
+                            "(verify it with today's edgefire)")
+    micro = int8.get("runtimes", {}).get("tflite-micro") or {}
+    return {"build": str(folder), "arch": arch_of(folder),
+            "parameters": report.get("parameters"), "int8_bytes": int8["bytes"],
+            "top1": int8["accuracy"], "top1_ci95": int8["accuracy_ci95"],
+            "arena_bytes": micro.get("arena_bytes"),
+            "file": str(artifacts.artifact_path(folder, int8["path"], "bench-front")),
+            "training_seconds": training_seconds(folder)}
+
+
+def arch_of(folder: Path) -> str:
+    config = json.loads((folder / "train.json").read_text())["config"]
+    return "given model" if config.get("model") else config["arch"]
+
+
+def training_seconds(folder: Path) -> float:
+    """Train's and prune's recorded wall time (a resumed training counts its last run only)."""
+    seconds = 0.0
+    for stage in ("train", "prune"):
+        path = folder / f"{stage}.json"
+        if path.exists():
+            seconds += json.loads(path.read_text()).get("wall_seconds") or 0.0
+    return round(seconds, 1)
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| build | model | parameters | int8 bytes | top-1 (95% CI) | arena bytes | "
+             "latency ms (x first) | training s |", "|---|---|---:|---:|---|---:|---:|---:|"]
+    base = rows[0]["latency_ms"]
+    for r in rows:
+        low, high = r["top1_ci95"]
+        arena = f"{r['arena_bytes']:,}" if r["arena_bytes"] else "-"
+        parameters = f"{r['parameters']:,}" if r["parameters"] else "-"
+        lines.append(f"| {r['build']} | {r['arch']} | {parameters} | {r['int8_bytes']:,} | "
+                     f"{r['top1']:.2%} ({low:.2%}-{high:.2%}) | {arena} | "
+                     f"{r['latency_ms']:.3f} ({r['latency_ms'] / base:.2f}) | "
+                     f"{r['training_seconds']:,.0f} |")
+    return lines
+
+
+def chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        low, high = r["top1_ci95"]
+        top1 = r["top1"] * 100
+        ax.errorbar(r["int8_bytes"] / 1000, top1, yerr=[[top1 - low * 100], [high * 100 - top1]],
+                    fmt="o", capsize=3)
+        ax.annotate(Path(r["build"]).name, (r["int8_bytes"] / 1000, top1), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    for size, accuracy, label in TARGETS:
+        ax.axvline(size / 1000, color="grey", linestyle=":")
+        ax.plot([0, size / 1000], [accuracy * 100] * 2, color="tab:red", linestyle="--",
+                linewidth=1)
+        ax.annotate(label, (size / 1000, accuracy * 100), fontsize=7, ha="right",
+                    xytext=(-2, 3), textcoords="offset points", color="tab:red")
+    ax.set_xlim(0, 520)
+    ax.set_xlabel("int8 TFLite (kB)")
+    ax.set_ylabel("top-1 in LiteRT, CIFAR-10 test split (%)")
+    ax.set_title("Accuracy per byte of the committed builds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="*", type=Path, help="Finished builds (default: "
+                        "artifacts and artifacts/variants/*); the first is the latency base.")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/bench-front.json"))
+    args = parser.parse_args(argv)
+    rows, left_out = [], []
+    for folder in args.folders or committed_builds():
+        try:
+            rows.append(measured(folder))
+        except EdgefireError as exc:  # said, recorded, and the other builds measured
+            print(f"bench-front: left out: {exc}")
+            left_out.append(str(exc))
+    if not rows:
+        raise SystemExit("bench-front: no build to measure")
+    for row, ms in zip(rows, latencies([r["file"] for r in rows]), strict=True):
+        row["latency_ms"] = ms
+    artifacts.write_results(args.out, rows, table(rows), rounds=ROUNDS, calls_per_round=CALLS,
+                            left_out=left_out)
+    chart(rows, args.out.with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
