@@ -8,7 +8,9 @@ The folders (default: `artifacts` and every build under `artifacts/variants`) ar
 builds: top-1, its interval and the arena are their verify's, read from report.json once the
 manifest shows it and the int8 file unchanged since. Latency is measured here, every file in
 the same run, round after round (`bench.channels.latencies`), as a ratio to the first
-folder's. Training cost is the train and prune stages' recorded wall time.
+folder's. Training cost is the train and prune stages' wall time as their records hold it:
+a run resumed from its checkpoint holds the last run's only (`epochs` says how many of the
+epochs it ran), and prune records its time since edgefire 2026-12.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def measured(folder: Path) -> dict:
             "top1": int8["accuracy"], "top1_ci95": int8["accuracy_ci95"],
             "arena_bytes": micro.get("arena_bytes"),
             "file": str(artifacts.artifact_path(folder, int8["path"], "bench-front")),
-            "training_seconds": training_seconds(folder)}
+            "training_seconds": training_seconds(folder), "epochs": epochs_run(folder)}
 
 
 def arch_of(folder: Path) -> str:
@@ -63,9 +65,15 @@ def training_seconds(folder: Path) -> float:
     return round(seconds, 1)
 
 
+def epochs_run(folder: Path) -> str:
+    train = json.loads((folder / "train.json").read_text())
+    return f"{train.get('epochs_run')} of {train['config']['epochs']}"
+
+
 def table(rows: list[dict]) -> list[str]:
     lines = ["| build | model | parameters | int8 bytes | top-1 (95% CI) | arena bytes | "
-             "latency ms (x first) | training s |", "|---|---|---:|---:|---|---:|---:|---:|"]
+             "latency ms (x first) | training s (epochs run) |",
+             "|---|---|---:|---:|---|---:|---:|---:|"]
     base = rows[0]["latency_ms"]
     for r in rows:
         low, high = r["top1_ci95"]
@@ -74,7 +82,7 @@ def table(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['build']} | {r['arch']} | {parameters} | {r['int8_bytes']:,} | "
                      f"{r['top1']:.2%} ({low:.2%}-{high:.2%}) | {arena} | "
                      f"{r['latency_ms']:.3f} ({r['latency_ms'] / base:.2f}) | "
-                     f"{r['training_seconds']:,.0f} |")
+                     f"{r['training_seconds']:,.0f} ({r['epochs']}) |")
     return lines
 
 

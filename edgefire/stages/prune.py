@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -203,6 +204,7 @@ def run(config: PruneConfig, folder: Path, context: Context = DEFAULT) -> dict:
     `mirrored`), or with TensorFlow's default placement when None (a multi-worker build's
     chief).
     """
+    began = time.perf_counter()
     where = context.distribute
     if where == "multi-worker":
         raise EdgefireError("prune runs on one machine: --distribute auto, none or mirrored "
@@ -234,7 +236,8 @@ def run(config: PruneConfig, folder: Path, context: Context = DEFAULT) -> dict:
               "multiply_accumulates": {"before": models.multiply_accumulates(model),
                                        "after": models.multiply_accumulates(pruned)},
               "channels": thinned or None,
-              "distribute": placement.describe(config.batch_size) if placement else None}
+              "distribute": placement.describe(config.batch_size) if placement else None,
+              "wall_seconds": round(time.perf_counter() - began, 1)}  # this run's
     with artifacts.output_set():
         models.save_model(pruned, folder / MODEL)
         artifacts.write_json(folder / layout.record("prune"), result)
