@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts
+from edgefire import artifacts, report
 
 ROWS = {
     "0%": ("--sparsity", "0"),  # the same fine-tune, nothing removed
@@ -131,10 +131,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def chart(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["int8_bytes"] / 1000 for r in rows], [r["top1"] * 100 for r in rows], "o")

@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgefire import artifacts, layout
+from edgefire import artifacts, layout, report
 from edgefire.bench.channels import CALLS, ROUNDS, latencies
 from edgefire.errors import EdgefireError
 
@@ -87,10 +87,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def chart(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:

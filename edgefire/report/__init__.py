@@ -309,12 +309,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def pyplot():
+    """matplotlib's pyplot, drawing into files (there is no display)."""
+    plt = pyplot()
+
+    return plt
+
+
 def confusion_chart(result: dict, path: Path) -> None:
     """The focus artifact's confusion matrix, row-normalized, with counts in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     shown = focus(result)
@@ -343,10 +347,7 @@ def confusion_chart(result: dict, path: Path) -> None:
 
 def chart(result: dict, path: Path) -> None:
     """Accuracy against bytes, one point per artifact, with the target line drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     by_size = sorted(result["artifacts"], key=lambda r: r["bytes"])

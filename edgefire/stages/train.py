@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from edgefire import artifacts, data, layout, models
+from edgefire import artifacts, data, layout, models, report
 from edgefire.config import TrainConfig, as_dict
 from edgefire.registry import DEFAULT, Context
 from edgefire.stages import distribute, fitting, teacher
@@ -131,10 +131,7 @@ def load_data(config: TrainConfig, placement: distribute.Placement):
 
 
 def plot_history(history: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(history.get("loss", [])) + 1)
