@@ -311,7 +311,10 @@ def markdown(result: dict) -> str:
 
 def pyplot():
     """matplotlib's pyplot, drawing into files (there is no display)."""
-    plt = pyplot()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     return plt
 
