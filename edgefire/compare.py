@@ -29,13 +29,12 @@ def row(folder: Path) -> dict:
     if int8 is None:
         raise EdgefireError(f"{folder}: report has no {name} (build with "
                             "--quantize int8)")
-    pruned = report_of_prune(folder) if result["reference"] == layout.PRUNED else {}
-    macs = pruned.get("multiply_accumulates", {}).get("after") or \
-        train.get("multiply_accumulates")
+    pruned = pruned_record(folder) if result["reference"] == layout.PRUNED else None
+    macs = (pruned and pruned.multiply_accumulates) or train.get("multiply_accumulates")
     if macs is None:  # builds from before train.json recorded it
         macs = models.multiply_accumulates(models.build(arch, trained.contract.shape,
                                                         len(trained.classes)))
-    parameters = pruned.get("parameters", {}).get("after") or train["parameters"]
+    parameters = pruned.parameters if pruned else train["parameters"]
     return {"folder": str(folder), "arch": arch, "parameters": parameters,
             "macs": macs, "epochs": train["epochs"],
             "int8_bytes": int8["bytes"], "int8_accuracy": int8["accuracy"],
@@ -43,13 +42,12 @@ def row(folder: Path) -> dict:
             "train_seconds": train["wall_seconds"], "build_seconds": _build_seconds(folder)}
 
 
-def report_of_prune(folder: Path) -> dict:
+def pruned_record(folder: Path) -> records.PruneRecord | None:
     """prune.json when the build pruned (the parameters and MACs of the shipped model)."""
-    path = folder / layout.record("prune")
-    if not path.exists():
-        return {}
+    if not (folder / layout.record("prune")).exists():
+        return None
     artifacts.check_set(folder, [layout.record("prune")], "compare")
-    return artifacts.read_json(path, "prune metadata")
+    return records.prune(folder)
 
 
 def _build_seconds(folder: Path) -> float | None:

@@ -1,5 +1,5 @@
-"""Typed records of what a stage wrote and later stages read (train.json, quantize.json,
-export.json).
+"""Typed records of what a stage wrote and later stages read (train.json, prune.json,
+quantize.json, export.json).
 
 Each value is stored once in its stage's record and checked when it is read: a hand-edited record,
 or one from another version, is one line naming the file and the stage to rerun, never a
@@ -177,12 +177,30 @@ def _plain(name) -> bool:
         and "\\" not in name
 
 
-def prune_budget(folder: Path) -> int | None:
-    """The byte budget (`--target-bytes`) the prune stage in `folder` was given, if any."""
-    config = artifacts.stage_record(folder, "prune", "prune metadata")["config"]
-    budget = config.get("target_bytes") if isinstance(config, dict) else None
-    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)
-                               or budget < 1):
-        raise EdgefireError(f"{folder / 'prune.json'}: target_bytes is not a byte count "
-                            "(edited?): run `edgefire prune` again")
-    return budget
+@dataclass(frozen=True)
+class PruneRecord:
+    path: Path
+    budget: int | None  # the byte budget (`--target-bytes`) prune was given, if any
+    parameters: int  # of the pruned model
+    multiply_accumulates: int | None  # of the pruned model (records before it: None)
+    rest: artifacts.Record  # history, sparsity, channels: for people and the report
+
+
+def prune(folder: Path) -> PruneRecord:
+    """The prune stage's record in `folder`, checked (and against the manifest)."""
+    record = artifacts.stage_record(folder, "prune", "prune metadata")
+    tables = record["config"], record["parameters"], record.get("multiply_accumulates") or {}
+    if not all(isinstance(table, dict) for table in tables):
+        raise _edited(record, "'config', 'parameters' or 'multiply_accumulates' is not a table")
+    budget = tables[0].get("target_bytes")
+    if budget is not None and not _count(budget):
+        raise _edited(record, "'target_bytes' is not a byte count")
+    parameters, macs = tables[1].get("after"), tables[2].get("after")
+    if not _count(parameters) or not (macs is None or _count(macs)):
+        raise _edited(record, "the pruned model's parameters or multiply-accumulates are "
+                              "not counts")
+    return PruneRecord(record.path, budget, parameters, macs, record)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

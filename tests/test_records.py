@@ -130,3 +130,23 @@ def test_a_quantize_or_export_record_out_of_shape_is_one_line_naming_it(name, ed
     with pytest.raises(EdgefireError, match=f"run `edgefire {stage}` again") as raised:
         getattr(records, stage)(tmp_path)
     assert message in str(raised.value) and str(tmp_path / name) in str(raised.value)
+
+
+COMMITTED_PRUNE = Path(__file__).parents[1] / "artifacts" / "variants" / "channels_100k" / \
+    "prune.json"
+
+
+def test_the_committed_prune_record_reads_typed_and_an_edited_one_is_one_line(tmp_path):
+    shutil.copy(COMMITTED_PRUNE, tmp_path / "prune.json")
+    pruned = records.prune(tmp_path)
+    assert (pruned.budget, pruned.parameters) == (100_000, 73_132)
+    content = json.loads(COMMITTED_PRUNE.read_text())
+    for key, value in (("config", [1]), ("parameters", {"after": "many"}),
+                       ("multiply_accumulates", {"after": -3})):
+        (tmp_path / "prune.json").write_text(json.dumps({**content, key: value}))
+        with pytest.raises(EdgefireError, match="prune.json: .* run `edgefire prune` again"):
+            records.prune(tmp_path)
+    content["config"]["target_bytes"] = True
+    (tmp_path / "prune.json").write_text(json.dumps(content))
+    with pytest.raises(EdgefireError, match="'target_bytes' is not a byte count"):
+        records.prune(tmp_path)

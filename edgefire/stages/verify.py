@@ -205,7 +205,7 @@ def size_budget(config: VerifyConfig, folder: Path, reference: str) -> int:
     else the mission's 0.5 MB."""
     if config.max_bytes is not None:
         return config.max_bytes
-    budget = records.prune_budget(folder) if reference == layout.PRUNED else None
+    budget = records.prune(folder).budget if reference == layout.PRUNED else None
     return budget or TARGET_BYTES
 
 
