@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgefire import artifacts, layout, report
+from edgefire import artifacts, layout, records, report
 from edgefire.bench.channels import CALLS, ROUNDS, latencies
 from edgefire.errors import EdgefireError
 
@@ -42,32 +42,23 @@ def measured(folder: Path) -> dict:
         raise EdgefireError(f"{folder}: its report has no int8 TFLite with a 95% interval "
                             "(verify it with today's edgefire)")
     micro = int8.get("runtimes", {}).get("tflite-micro") or {}
-    return {"build": str(folder), "arch": arch_of(folder),
+    trained = records.train(folder)
+    return {"build": str(folder),
+            "arch": "given model" if trained.config["model"] else trained.arch,
             "parameters": report.get("parameters"), "int8_bytes": int8["bytes"],
             "top1": int8["accuracy"], "top1_ci95": int8["accuracy_ci95"],
             "arena_bytes": micro.get("arena_bytes"),
             "file": str(artifacts.artifact_path(folder, int8["path"], "bench-front")),
-            "training_seconds": training_seconds(folder), "epochs": epochs_run(folder)}
+            "training_seconds": training_seconds(folder, trained),
+            "epochs": f"{trained.rest.get('epochs_run')} of {trained.config['epochs']}"}
 
 
-def arch_of(folder: Path) -> str:
-    config = json.loads((folder / "train.json").read_text())["config"]
-    return "given model" if config.get("model") else config["arch"]
-
-
-def training_seconds(folder: Path) -> float:
+def training_seconds(folder: Path, trained: records.TrainRecord) -> float:
     """Train's and prune's recorded wall time (a resumed training counts its last run only)."""
-    seconds = 0.0
-    for stage in ("train", "prune"):
-        path = folder / f"{stage}.json"
-        if path.exists():
-            seconds += json.loads(path.read_text()).get("wall_seconds") or 0.0
+    seconds = trained.rest.get("wall_seconds") or 0.0
+    if (folder / layout.record("prune")).exists():
+        seconds += records.prune(folder).rest.get("wall_seconds") or 0.0
     return round(seconds, 1)
-
-
-def epochs_run(folder: Path) -> str:
-    train = json.loads((folder / "train.json").read_text())
-    return f"{train.get('epochs_run')} of {train['config']['epochs']}"
 
 
 def table(rows: list[dict]) -> list[str]:
