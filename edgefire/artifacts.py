@@ -148,15 +148,18 @@ def check_folder_exists(folder: Path) -> None:
                             "build`, or name the folder of an earlier build)")
 
 
-def stage_record(folder: Path, stage: str, what: str) -> dict:
-    """A stage's record (`train.json`...), checked against the manifest first when it holds
-    one: a hand-edited record is one line, never a wrong number or a traceback later."""
-    path = folder / layout.record(stage)
+def stage_record(folder: Path, stage: str, what: str, name: str | None = None) -> Record:
+    """A stage's record (`train.json`..., or the file `name`), checked against the manifest
+    first when it holds one: a hand-edited record is one line, never a wrong number or a
+    traceback later."""
+    path = folder / (name or layout.record(stage))
     if path.exists() and (folder / MANIFEST).exists():
         entry = load_manifest(folder)["artifacts"].get(path.name)
         if entry is not None:
             check_intact(folder, path.name, entry)
-    return read_json(path, what)
+    record = read_json(path, what)
+    record.stage = stage
+    return record
 
 
 def _rerun(stage: str | None) -> str:

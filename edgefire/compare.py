@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgefire import artifacts, layout, records, report
+from edgefire import artifacts, layout, records
 from edgefire.errors import EdgefireError
 
 HEADER = ["| folder | arch | parameters | MACs / image | epochs | int8 TFLite bytes | int8 top-1 "
@@ -16,20 +16,18 @@ def row(folder: Path) -> dict:
     """What one build measured: from its train.json, report.json and build.json."""
     from edgefire import models
 
-    trained = records.train(folder)
-    train = trained.rest
-    result = report.load(folder)
     # numbers are only as good as the files they came from: a hand-edited or stale report,
     # or one whose files have changed since, is refused
+    trained = records.train(folder)
     artifacts.check_set(folder, [layout.REPORT_JSON, layout.record("train")], "compare")
+    result = records.report(folder)
+    train = trained.rest
     arch = trained.arch
-    by_name = {entry["name"]: entry for entry in result["artifacts"]}
-    name = layout.deployable(arch, "int8", "tflite")
-    int8 = by_name.get(name)
+    int8 = result.file("tflite", "int8")
     if int8 is None:
-        raise EdgefireError(f"{folder}: report has no {name} (build with "
+        raise EdgefireError(f"{folder}: report has no int8 TFLite (build with "
                             "--quantize int8)")
-    pruned = pruned_record(folder) if result["reference"] == layout.PRUNED else None
+    pruned = pruned_record(folder) if result.reference == layout.PRUNED else None
     macs = (pruned and pruned.multiply_accumulates) or train.get("multiply_accumulates")
     if macs is None:  # builds from before train.json recorded it
         macs = models.multiply_accumulates(models.build(arch, trained.contract.shape,
@@ -37,8 +35,8 @@ def row(folder: Path) -> dict:
     parameters = pruned.parameters if pruned else train["parameters"]
     return {"folder": str(folder), "arch": arch, "parameters": parameters,
             "macs": macs, "epochs": train["epochs"],
-            "int8_bytes": int8["bytes"], "int8_accuracy": int8["accuracy"],
-            "float_accuracy": by_name[result["reference"]]["accuracy"],
+            "int8_bytes": int8.bytes, "int8_accuracy": int8.accuracy,
+            "float_accuracy": result.named(result.reference).accuracy,
             "train_seconds": train["wall_seconds"], "build_seconds": _build_seconds(folder)}
 
 

@@ -1,5 +1,5 @@
 """Typed records of what a stage wrote and later stages read (train.json, prune.json,
-quantize.json, export.json).
+quantize.json, export.json) and verify's report.json.
 
 Each value is stored once in its stage's record and checked when it is read: a hand-edited record,
 or one from another version, is one line naming the file and the stage to rerun, never a
@@ -204,3 +204,68 @@ def prune(folder: Path) -> PruneRecord:
 
 def _count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass(frozen=True)
+class ReportedFile:
+    """One file's row of verify's report: what it is and what its native runtime measured."""
+
+    name: str
+    path: str  # relative to the build's folder
+    file_format: str
+    precision: str
+    bytes: int
+    accuracy: float
+    accuracy_ci95: tuple[float, float] | None  # None in reports from before the interval
+    given: bool  # the user's own model file, as it was given
+    runtimes: dict  # runtime name -> its cell (accuracy, latency; tflite-micro's arena)
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    path: Path
+    reference: str  # the float reference's file name
+    parameters: int | None  # of the reference model (reports before it: None)
+    files: tuple[ReportedFile, ...]
+    rest: artifacts.Record  # gates, classes, confusion: for people
+
+    def file(self, file_format: str, precision: str) -> ReportedFile | None:
+        return next((f for f in self.files
+                     if (f.file_format, f.precision) == (file_format, precision)), None)
+
+    def named(self, name: str) -> ReportedFile | None:
+        return next((f for f in self.files if f.name == name), None)
+
+
+def report(folder: Path) -> ReportRecord:
+    """verify's report.json in `folder`, checked (and against the manifest). A reader that
+    takes its numbers as true checks first that its files are unchanged since
+    (`artifacts.check_set`)."""
+    record = artifacts.stage_record(folder, "verify", "report", layout.REPORT_JSON)
+    rows = record["artifacts"]
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise _edited(record, "'artifacts' is not a list of measured files")
+    parameters = record.get("parameters")
+    if parameters is not None and not _count(parameters):
+        raise _edited(record, "'parameters' is not a count")
+    return ReportRecord(record.path, _file_name(record, "reference"), parameters,
+                        tuple(_reported(artifacts.Record(r, record.path, "verify"))
+                              for r in rows), record)
+
+
+def _reported(row: artifacts.Record) -> ReportedFile:
+    interval = row.get("accuracy_ci95")
+    runtimes = row.get("runtimes") or {}
+    if not (_count(row["bytes"]) and _fraction(row["accuracy"]) and isinstance(runtimes, dict)
+            and (interval is None or (isinstance(interval, list) and len(interval) == 2
+                                      and all(_fraction(v) for v in interval)))):
+        raise _edited(row, f"the row of {row['name']!r} does not hold its bytes, accuracy "
+                           "and interval")
+    return ReportedFile(_file_name(row, "name"), _text(row, "path"), _text(row, "format"),
+                        _text(row, "precision"), row["bytes"], float(row["accuracy"]),
+                        tuple(interval) if interval else None, bool(row.get("given")),
+                        runtimes)
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1

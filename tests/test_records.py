@@ -150,3 +150,25 @@ def test_the_committed_prune_record_reads_typed_and_an_edited_one_is_one_line(tm
     (tmp_path / "prune.json").write_text(json.dumps(content))
     with pytest.raises(EdgefireError, match="'target_bytes' is not a byte count"):
         records.prune(tmp_path)
+
+
+COMMITTED_REPORT = COMMITTED_TRAIN.with_name("report.json")
+
+
+def test_the_committed_report_reads_typed_and_an_edited_one_is_one_line(tmp_path):
+    shutil.copy(COMMITTED_REPORT, tmp_path / "report.json")
+    verified = records.report(tmp_path)
+    int8 = verified.file("tflite", "int8")
+    assert (verified.reference, int8.name) == ("pruned.h5", "squeezenet_int8.tflite")
+    assert 0 < int8.accuracy_ci95[0] < int8.accuracy < int8.accuracy_ci95[1] < 1
+    assert verified.named("pruned.h5").file_format == "keras"
+    content = json.loads(COMMITTED_REPORT.read_text())
+    row = content["artifacts"][1]
+    for edit in ({"artifacts": {}}, {"artifacts": [row | {"bytes": "big"}]},
+                 {"artifacts": [row | {"accuracy": 1.5}]},
+                 {"artifacts": [row | {"accuracy_ci95": [0.1]}]},
+                 {"artifacts": [row | {"name": "../x.tflite"}]}, {"parameters": 0},
+                 {"reference": None}):
+        (tmp_path / "report.json").write_text(json.dumps({**content, **edit}))
+        with pytest.raises(EdgefireError, match="report.json: .* run `edgefire verify` again"):
+            records.report(tmp_path)

@@ -15,13 +15,12 @@ pruning. A row's numbers come from the build's train.json and report.json.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from edgefire import bench
+from edgefire import bench, records
 
 FINE_TUNE_EPOCHS = 5
 CONTRACTS = {"my_cnn": (), "mobilenet_v2": ("--mean", "127.5", "--std", "127.5")}
@@ -83,15 +82,15 @@ def build(name: str, model: Path, data: Path, epochs: int, out: Path,
     result = {"model": name, "epochs": epochs, "exit_code": done.returncode,
               "seconds": round(time.perf_counter() - start, 1), "command": command[3:]}
     if (out / "train.json").exists():
-        train = json.loads((out / "train.json").read_text())
-        result.update(test_before=train["given_model"].get("test_accuracy_given"),
-                      contract=train["given_model"].get("contract"))
+        given = records.train(out).rest["given_model"]
+        result.update(test_before=given.get("test_accuracy_given"),
+                      contract=given.get("contract"))
     if (out / "report.json").exists():
-        for row in json.loads((out / "report.json").read_text())["artifacts"]:
-            if row["format"] == "keras":
-                result["float_top1"] = row["accuracy"]
-            if row["format"] == "tflite" and row["precision"] == "int8":
-                result.update(int8_top1=row["accuracy"], int8_bytes=row["bytes"])
+        verified = records.report(out)
+        int8 = verified.file("tflite", "int8")
+        result["float_top1"] = verified.file("keras", "float32").accuracy
+        if int8:
+            result.update(int8_top1=int8.accuracy, int8_bytes=int8.bytes)
     return result
 
 

