@@ -10,9 +10,8 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from typer.testing import CliRunner
 
-from edgefire import contract, data, mcu, models, runtimes
+from edgefire import contract, data, formats, mcu, models, runtimes
 from edgefire.cli import app
-from edgefire.stages.verify import tflite_kernel_zeros
 
 
 def invoke(*args: str):
@@ -127,7 +126,7 @@ def test_qat_on_a_pruned_model_keeps_its_zeros(pruned_folder, copy_of):
     for layer, zeros in meta["qat_sparsity"]["layers"].items():
         if layer.split("/")[-1].startswith(("squeeze", "expand")):  # the fire modules' layers
             assert zeros >= 0.59, (layer, zeros)  # the drift left ~30% in expand layers
-    zeros, total = tflite_kernel_zeros(_interpreter(folder / "squeezenet_int8.tflite"))
+    zeros, total = formats.FORMATS["tflite"].kernel_zeros(folder / "squeezenet_int8.tflite")
     assert zeros / total >= meta["sparsity"] - 0.01  # the shipped file has them too
 
 

@@ -101,8 +101,7 @@ def test_a_drop_in_another_runtime_fails_its_gate_by_name():
 
 
 def test_a_runtime_not_installed_is_skipped_with_a_line_saying_how_to_get_it(built):
-    absent = runtimes.Runtime("absent", ("tflite",), runtimes.TFLiteRunner, "no_such_module_x",
-                              "absent")
+    absent = runtimes.Runtime("absent", runtimes.TFLiteRunner, "no_such_module_x", "absent")
     cell = matrix.entry(built / "squeezenet_int8.tflite", absent, np.zeros((1, 32, 32, 3),
                                 np.uint8), np.zeros(1, int), np.zeros(1, int), np.ones(1, bool),
                                 None, 1)

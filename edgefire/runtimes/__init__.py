@@ -137,15 +137,20 @@ class KerasRunner:
 
 @dataclass(frozen=True)
 class Runtime:
-    """A runtime edgefire can run files in: the formats it takes, its runner, the module that
-    is importable when it is installed and the extra of this package that installs it."""
+    """A runtime edgefire can run files in (the formats it runs are `formats.FORMATS`'): its
+    runner, the module that is importable when it is installed and the extra of this package
+    that installs it."""
 
     name: str
-    formats: tuple[str, ...]
     runner: Callable
     module: str
     extra: str | None = None  # None: a dependency of edgefire itself
     subset: bool = False  # slow enough to run on a subset of the test split (--micro-images)
+    times_itself: bool = False  # its runner measures latency and arena as it runs
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(f.name for f in formats.FORMATS.values() if self.name in f.runtimes)
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
@@ -156,19 +161,18 @@ class Runtime:
 
 
 RUNTIMES = {runtime.name: runtime for runtime in (
-    Runtime("tf_keras", ("keras",), KerasRunner, "tf_keras"),
-    Runtime("litert", ("tflite",), TFLiteRunner, "ai_edge_litert"),
-    Runtime("onnxruntime", ("onnx",), OnnxRunner, "onnxruntime"),
-    Runtime("openvino", ("tflite", "onnx"), OpenVinoRunner, "openvino", "openvino"),
-    Runtime("tflite-micro", ("tflite",), MicroRunner, "tflite_micro", "micro", subset=True),
+    Runtime("tf_keras", KerasRunner, "tf_keras"),
+    Runtime("litert", TFLiteRunner, "ai_edge_litert"),
+    Runtime("onnxruntime", OnnxRunner, "onnxruntime"),
+    Runtime("openvino", OpenVinoRunner, "openvino", "openvino"),
+    Runtime("tflite-micro", MicroRunner, "tflite_micro", "micro", subset=True,
+            times_itself=True),
 )}
 
 
 def runtimes_for(file_format: str) -> list[Runtime]:
     """Every runtime that takes the format, its native one first."""
-    native = RUNTIMES[formats.FORMATS[file_format].native]
-    return [native, *(r for r in RUNTIMES.values()
-                      if file_format in r.formats and r is not native)]
+    return [RUNTIMES[name] for name in formats.FORMATS[file_format].runtimes]
 
 
 def open_model(path: Path, threads: int | None = None,
@@ -184,7 +188,7 @@ def open_model(path: Path, threads: int | None = None,
     if runtime is not None:
         choice(runtime, tuple(RUNTIMES), "--runtime")
     file_format = formats.of(path).name
-    chosen = RUNTIMES[runtime or formats.FORMATS[file_format].native]
+    chosen = RUNTIMES[runtime] if runtime else runtimes_for(file_format)[0]
     if file_format not in chosen.formats:
         raise EdgefireError(f"{path}: {chosen.name} does not run {file_format} files (it runs "
                             f"{', '.join(chosen.formats)})")

@@ -77,7 +77,7 @@ def entry(path: Path, runtime: runtimes.Runtime, x: np.ndarray, y: np.ndarray,
     try:
         runner = runtimes.open_model(path, contract=contract, runtime=runtime.name)
         predicted = runtimes.predict(runner, x)
-        if isinstance(runner, runtimes.MicroRunner):
+        if runtime.times_itself:
             extra = {"latency_ms": round(runner.ms_per_image, 4),
                      "arena_bytes": runner.arena_bytes}
         else:

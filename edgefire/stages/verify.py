@@ -39,50 +39,10 @@ def network_size(reference: Path) -> dict:
             "multiply_accumulates": models.multiply_accumulates(model)}
 
 
-def weight_sparsity(path: Path, runner) -> float | None:
+def weight_sparsity(path: Path) -> float | None:
     """Fraction of zeros over the convolution kernels stored in the file."""
-    file_format = formats.of(path).name
-    if file_format == "tflite":
-        zeros, total = tflite_kernel_zeros(runner.interpreter)
-        return zeros / total if total else None
-    if file_format == "keras":
-        kernels = [w for w in runner.model.get_weights() if w.ndim == 4]
-    elif file_format == "onnx":
-        import onnx
-        from onnx import numpy_helper
-
-        kernels = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
-                   if len(t.dims) == 4]
-    else:
-        return None
-    total = sum(k.size for k in kernels)
-    return float(sum(int(np.sum(k == 0)) for k in kernels) / total) if total else None
-
-
-def tflite_kernel_zeros(interpreter) -> tuple[int, int]:
-    """Zeros and total weights over the filters of every convolution in a TFLite model.
-
-    A sparse-encoded filter is the input of a DENSIFY op that stores only its kept values;
-    the zeros it encodes are the dense size minus the non-zero values stored. A float16 filter
-    is the input of a DEQUANTIZE op (its float32 output exists only while the model runs).
-    """
-    ops = interpreter._get_ops_details()  # the one view of op inputs the interpreter offers
-    made_from = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops
-                 if op["op_name"] in ("DENSIFY", "DEQUANTIZE")}
-    shapes = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
-    zeros = total = 0
-    for op in ops:
-        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            continue
-        index = int(op["inputs"][1])
-        size = int(np.prod(shapes[index]))
-        stored_index = index
-        while stored_index in made_from:  # float16 and sparse: DENSIFY then DEQUANTIZE
-            stored_index = made_from[stored_index]
-        stored = interpreter.get_tensor(stored_index)
-        zeros += size - int(np.count_nonzero(stored))
-        total += size
-    return zeros, total
+    zeros, total = formats.of(path).kernel_zeros(path)
+    return zeros / total if total else None
 
 
 def time_throughput(runner, images: np.ndarray, batch: int) -> float:
@@ -111,7 +71,7 @@ def measure(path: Path, precision: str, x_test: np.ndarray, y_test: np.ndarray,
         "latency_ms": round(matrix.time_latency(path, x_test, config.latency_runs,
                                                         contract), 4),
         "throughput_ips": round(time_throughput(runner, x_test, config.throughput_batch), 1),
-        "sparsity": weight_sparsity(path, runner), **per_class(predicted, y_test, classes),
+        "sparsity": weight_sparsity(path), **per_class(predicted, y_test, classes),
         "_predicted": predicted}
 
 
