@@ -39,11 +39,12 @@ class Plan:
 
     def context(self, stage: str) -> Context:
         """What `stage` runs with in this build: the data where it is now, where training
-        runs (a multi-worker build's chief fine-tunes alone), whether there is a prune."""
+        runs (a multi-worker build's chief fine-tunes alone), whether there is a prune, the
+        int8 file's I/O type."""
         where = self.distribute
         if stage != "train" and where == "multi-worker":
             where = None
-        return Context(self.train.data, where, self.prune.prunes)
+        return Context(self.train.data, where, self.prune.prunes, self.quantize.io)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def steps(plan: Plan) -> list[Step]:
         if stage.included(config):
             rows.append(Step(stage.name,
                              lambda f, stage=stage, context=context: stage.inputs(f, context),
-                             stage.recorded(config),
+                             stage.recorded(config, context),
                              lambda f, stage=stage, config=config, context=context:
                              stage.run(config, f, context)))
     return rows
@@ -135,9 +136,9 @@ def _run_stages(plan: Plan, folder: Path, echo) -> dict:
 
 
 def training_needed(plan: Plan, folder: Path) -> bool:
-    train = BY_NAME["train"]
+    train, context = BY_NAME["train"], plan.context("train")
     return plan.force or not artifacts.stage_is_current(
-        folder, "train", train.inputs(folder, plan.context("train")), train.recorded(plan.train))
+        folder, "train", train.inputs(folder, context), train.recorded(plan.train, context))
 
 
 def chief_tells_workers(plan: Plan, folder: Path, placement) -> None:

@@ -10,7 +10,7 @@ here. A stage's module provides:
     run(config, folder, context) -> dict    does the work, writes its files and its record
                                             (`records.py` reads it back) and returns it
     summary(record, folder) -> str          what its command prints when it is done
-    recorded(config) -> dict                optional: what the manifest records and a build
+    recorded(config, context) -> dict       optional: what the manifest records and a build
                                             compares, when that is more than the config
                                             (train adds its data's fingerprint)
 
@@ -43,6 +43,8 @@ class Context:
     distribute: str | None = "auto"  # where training runs (`distribute.MODES`); None:
     # TensorFlow's default placement (a multi-worker build's chief after training)
     pruned: bool = True  # quantize takes prune's model (False: a build without pruning)
+    io: str = "uint8"  # the int8 TFLite's input and output type (quantize's `--io`), which
+    # prune's byte search measures with; a prune run on its own assumes quantize's default
 
 
 DEFAULT = Context()  # a stage run on its own: the recorded data, on this machine, after prune
@@ -61,9 +63,9 @@ class Stage:
     def code(self) -> ModuleType:
         return importlib.import_module(self.module)
 
-    def recorded(self, config) -> dict:
+    def recorded(self, config, context: Context) -> dict:
         code = self.code()
-        return code.recorded(config) if hasattr(code, "recorded") else as_dict(config)
+        return code.recorded(config, context) if hasattr(code, "recorded") else as_dict(config)
 
     def inputs(self, folder: Path, context: Context) -> list[Path]:
         return self.code().inputs(folder, context)

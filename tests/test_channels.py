@@ -248,6 +248,9 @@ def test_a_byte_budget_lands_the_int8_file_under_it_and_is_verifys_gate(
     assert result.exit_code == 0, result.output
     assert result.output.count(": up to date") == 5, result.output
     assert (folder / "squeezenet_int8.tflite").stat().st_size <= 80_000
+    result = run(app, [*BUILD, *budget, "--data", str(image_folder), "--io", "int8",
+                       "--dry-run", "--artifacts", str(folder)])
+    assert '> prune: would run (changed: io unset -> "int8")' in result.output, result.output
     report = json.loads((folder / "report.json").read_text())
     assert report["target_bytes"] == 80_000 and report["passed"]
     assert {g["limit"] for g in report["gates"] if g["metric"] == "bytes"} == {80_000}
@@ -263,6 +266,16 @@ def test_a_byte_budget_lands_the_int8_file_under_it_and_is_verifys_gate(
                        "500000", "--artifacts", str(folder)])  # a gate given wins
     assert result.exit_code == 0, result.output
     assert json.loads((folder / "report.json").read_text())["target_bytes"] == 500_000
+
+
+def test_the_byte_search_measures_the_int8_file_with_the_builds_io_type():
+    from edgefire.contract import InputContract
+    from edgefire.stages.prune import int8_bytes
+
+    model, pixels = trained_like("squeezenet"), (IMAGES * 255).astype(np.uint8)
+    sizes = {io: int8_bytes(model, pixels, InputContract(), "squeezenet", list("abcdefghij"), io)
+             for io in ("uint8", "int8")}
+    assert sizes["int8"] < sizes["uint8"]  # no QUANTIZE ops at the input and output
 
 
 def test_a_grouped_convolution_keeps_its_filters_its_input_and_what_an_addition_ties_to_it():

@@ -60,12 +60,13 @@ def pruned_layer_names(model, config: PruneConfig) -> list[str]:
 
 
 def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
-                trained: records.TrainRecord, placement: distribute.Placement | None = None):
+                trained: records.TrainRecord, placement: distribute.Placement | None = None,
+                io: str = "uint8"):
     """Prune and fine-tune `model` with training's seed, label smoothing and dropout; a model
     trained with batch norm is fine-tuned with it re-inserted, then folded again.
 
     Returns the stripped (plain Keras) model, with the reference's dropout rate, and what the
-    fit did (`fitting.Fit`).
+    fit did (`fitting.Fit`). A byte budget is measured on int8 files with `io` input and output.
     """
     import tensorflow_model_optimization as tfmot
 
@@ -86,7 +87,7 @@ def prune_model(model, config: PruneConfig, splits: data.Splits, folder: Path,
         if not given:  # a given model keeps its own dropout rates
             models.set_dropout(model, trained.config["dropout"])
         if config.channels:
-            model, thinned = thin_to_budget(model, config, splits, contract, arch)
+            model, thinned = thin_to_budget(model, config, splits, contract, arch, io)
         wrapped = wrap_for_pruning(model, config, steps) if config.magnitude else model
 
     def compile_at(scale: float) -> None:
@@ -126,7 +127,7 @@ MAX_CHANNEL_SPARSITY = 0.95
 
 
 def thin_to_budget(model, config: PruneConfig, splits: data.Splits, contract: InputContract,
-                   arch: str):
+                   arch: str, io: str):
     """The model with `--channel-sparsity` removed, or the least whose int8 TFLite (converted
     and measured, metadata included) is within `--target-bytes`. Returns the thinner model and
     the record of what was removed."""
@@ -135,7 +136,7 @@ def thin_to_budget(model, config: PruneConfig, splits: data.Splits, contract: In
     search = budget.Search(
         lambda r: int8_bytes(channels.thin(model, planned(r)),
                              splits.x_train[:CALIBRATION_IMAGES], contract, arch,
-                             splits.classes),
+                             splits.classes, io),
         lambda r: channels.parameters(model, planned(r)), config.target_bytes)
     if config.target_bytes is not None:
         ratio = search.least_ratio(MAX_CHANNEL_SPARSITY)
@@ -168,14 +169,24 @@ CALIBRATION_IMAGES = 64  # enough to convert: the file's bytes do not depend on 
 
 
 def int8_bytes(model, calibration: np.ndarray, contract: InputContract, arch: str,
-               classes) -> int:
+               classes, io: str) -> int:
     """Bytes of the int8 TFLite (with its metadata) that quantize would write for `model`
-    (batch norm folded first, as the file prune writes)."""
+    (batch norm folded first, as the file prune writes), made as quantize makes it."""
     from edgefire import metadata, tflite_converter
 
-    tflite = tflite_converter.convert(channels.fold(model), "int8", "uint8", calibration, False,
-                              contract)
+    tflite, _ = tflite_converter.smallest_encoding(channels.fold(model), "int8", io,
+                                                   calibration, 0, contract)
     return len(metadata.attach(tflite, arch, list(classes), contract))
+
+
+def recorded(config: PruneConfig, context: Context = DEFAULT) -> dict:
+    """What the manifest compares prune by: its config, and with a byte budget the int8 file's
+    I/O type it was measured with when not the default uint8 (another type makes another size;
+    builds from before it was recorded measured with uint8)."""
+    fields = as_dict(config)
+    if config.target_bytes is not None and context.io != "uint8":
+        fields["io"] = context.io
+    return fields
 
 
 def inputs(folder: Path, context: Context = DEFAULT) -> list[Path]:
@@ -217,13 +228,13 @@ def run(config: PruneConfig, folder: Path, context: Context = DEFAULT) -> dict:
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         model = models.load_model(trained_path)  # its variables are the ones pruning wraps
     contract = trained.contract
-    asked = as_dict(config)  # what the manifest records and a build compares
+    asked = recorded(config, context)  # what the manifest records and a build compares
     config = dense_layers_of(config, model)
     _, splits = data.of_build(trained, context.data)
     models.check_input_shape(model, splits, trained_path)
     before = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
     pruned, fit, thinned = prune_model(model, config, splits, folder, trained,
-                                       placement)
+                                       placement, context.io)
     after = fitting.accuracy(pruned, splits.x_val, splits.y_val, contract)
     names = pruned_layer_names(pruned, config)
     result = {"stage": "prune", "config": as_dict(config), "target_sparsity": config.sparsity,

@@ -162,7 +162,7 @@ def inputs(folder: Path, context: Context = DEFAULT) -> list[Path]:
     return []
 
 
-def recorded(config: TrainConfig) -> dict:
+def recorded(config: TrainConfig, context: Context = DEFAULT) -> dict:
     """What the manifest compares a train stage by: its config and its data's fingerprint, so
     a changed dataset (a class or an image added, a file replaced) trains again."""
     from edgefire.models import given as given_model
