@@ -18,7 +18,6 @@ from pathlib import Path
 
 from edgefire import layout
 from edgefire.errors import EdgefireError
-from edgefire.registry import NAMES as STAGES
 from edgefire.version import VERSION
 
 MANIFEST = layout.MANIFEST
@@ -124,10 +123,10 @@ def write_json(path: Path, data) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: Path, what: str) -> dict:
-    """A stage record: a JSON object whose missing keys are one line naming the file (a hand
-    edit or another version), not a KeyError deep in a stage."""
-    stage = next((s for s in STAGES if layout.record(s) == path.name), None)
+def read_json(path: Path, what: str, stage: str | None = None) -> Record:
+    """A stage record (of `stage`, the command that writes it): a JSON object whose missing keys
+    are one line naming the file (a hand edit or another version), not a KeyError deep in a
+    stage."""
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -157,9 +156,7 @@ def stage_record(folder: Path, stage: str, what: str, name: str | None = None) -
         entry = load_manifest(folder)["artifacts"].get(path.name)
         if entry is not None:
             check_intact(folder, path.name, entry)
-    record = read_json(path, what)
-    record.stage = stage
-    return record
+    return read_json(path, what, stage)
 
 
 def _rerun(stage: str | None) -> str:

@@ -55,7 +55,7 @@ def _build_seconds(folder: Path) -> float | None:
     if layout.BUILD_LOG not in artifacts.load_manifest(folder)["artifacts"]:
         return None  # only a log the build recorded: a file put there says nothing
     artifacts.check_set(folder, [layout.BUILD_LOG], "compare")
-    build = artifacts.read_json(path, "build log")
+    build = artifacts.read_json(path, "build log", "build")
     stages, seconds = build.get("stages"), build.get("seconds")
     if not (isinstance(stages, dict) and stages and isinstance(seconds, int | float)
             and not isinstance(seconds, bool) and seconds >= 0

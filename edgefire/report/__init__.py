@@ -386,4 +386,4 @@ def write(folder: Path, result: dict) -> None:
 
 def load(folder: Path) -> dict:
     """The report.json verify wrote last."""
-    return artifacts.read_json(folder / REPORT_JSON, "report")
+    return artifacts.read_json(folder / REPORT_JSON, "report", "verify")
