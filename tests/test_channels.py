@@ -203,41 +203,21 @@ def test_sensitivity_measures_every_unit_at_every_level():
     total = model.count_params()
 
     def removed(ratios):
-        return total - channels.thin(model, channels.plan(model, 0.0, ratios)).count_params()
+        return total - channels.parameters(model, channels.plan(model, 0.0, ratios))
 
     ratios = table.ratios(0.25, removed)
     assert 0.25 * total <= removed(ratios) < 0.255 * total  # the goal, not past it
 
 
 @pytest.mark.slow
-def test_sensitivity_allocation_meets_the_budget_and_records_its_table(trained_folder, copy_of):
-    folder = copy_of(trained_folder)
-    result = CliRunner().invoke(app, [
-        "prune", "--prune", "channels", "--channel-allocation", "sensitivity",
-        "--target-bytes", "60000", "--epochs", "1", "--artifacts", str(folder)])
-    assert result.exit_code == 0, result.output
-    pruned = json.loads((folder / "prune.json").read_text())["channels"]
-    assert pruned["allocation"] == "sensitivity"
-    assert len(pruned["sensitivity"]["units"]) == 13
-    assert all(len(u["accuracy"]) == 1 + len(sensitivity.LEVELS)
-               for u in pruned["sensitivity"]["units"])
-    assert pruned["search"][-1]["int8_bytes"] <= 60_000 or any(
-        s["int8_bytes"] <= 60_000 for s in pruned["search"])
-    kept = {name: f["kept"] / f["before"] for name, f in pruned["filters"].items()}
-    assert len(set(kept.values())) > 1  # not one fraction everywhere
-    result = CliRunner().invoke(app, ["quantize", "--artifacts", str(folder), "--no-fallback"])
-    assert result.exit_code == 0, result.output
-    assert (folder / "squeezenet_int8.tflite").stat().st_size <= 60_000
-
-
-@pytest.mark.slow
-def test_a_byte_budget_lands_the_int8_file_under_it_and_is_verifys_gate(
+def test_a_byte_budget_allocated_by_sensitivity_lands_under_it_and_is_verifys_gate(
         trained_folder, copy_of, image_folder):
     """Through the stage commands, then `build` with the same flags finds every stage up to
     date: the budget is the gate either way."""
     folder = copy_of(trained_folder)
     run = CliRunner().invoke
-    budget = ["--prune", "channels", "--target-bytes", "80000", "--distill"]
+    budget = ["--prune", "channels", "--target-bytes", "60000", "--channel-allocation",
+              "sensitivity", "--distill"]
     for command in ([*"prune --epochs 1".split(), *budget],
                     ["quantize", "--no-fallback", "--max-drop", "100"], ["export"],
                     ["verify", "--micro-images", "50", "--max-drop", "100"]):
@@ -247,14 +227,20 @@ def test_a_byte_budget_lands_the_int8_file_under_it_and_is_verifys_gate(
                        "--no-fallback", "--max-drop", "100", "--artifacts", str(folder)])
     assert result.exit_code == 0, result.output
     assert result.output.count(": up to date") == 5, result.output
-    assert (folder / "squeezenet_int8.tflite").stat().st_size <= 80_000
+    assert (folder / "squeezenet_int8.tflite").stat().st_size <= 60_000
     result = run(app, [*BUILD, *budget, "--data", str(image_folder), "--io", "int8",
                        "--dry-run", "--artifacts", str(folder)])
     assert '> prune: would run (changed: io unset -> "int8")' in result.output, result.output
     report = json.loads((folder / "report.json").read_text())
-    assert report["target_bytes"] == 80_000 and report["passed"]
-    assert {g["limit"] for g in report["gates"] if g["metric"] == "bytes"} == {80_000}
+    assert report["target_bytes"] == 60_000 and report["passed"]
+    assert {g["limit"] for g in report["gates"] if g["metric"] == "bytes"} == {60_000}
     pruned = json.loads((folder / "prune.json").read_text())
+    table = pruned["channels"]
+    assert table["allocation"] == "sensitivity" and len(table["sensitivity"]["units"]) == 13
+    assert all(len(u["accuracy"]) == 1 + len(sensitivity.LEVELS)
+               for u in table["sensitivity"]["units"])
+    kept = {name: f["kept"] / f["before"] for name, f in table["filters"].items()}
+    assert len(set(kept.values())) > 1  # not one fraction everywhere
     assert pruned["config"]["distill"] and pruned["config"]["distill_temperature"] == 4.0
     assert pruned["parameters"]["after"] < pruned["parameters"]["before"]
     assert pruned["multiply_accumulates"]["after"] < pruned["multiply_accumulates"]["before"]
