@@ -206,7 +206,7 @@ def test_image_size_outside_the_architecture_range_is_refused(tmp_path):
 def built64(own_folder, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("b64") / "artifacts"
     result = invoke("build", "--data", str(own_folder), "--image-size", "64", *TINY_TRAIN,
-                    "--prune-epochs", "1", "--max-drop", "100", "--artifacts", str(folder))
+                    "--sparsity", "0", "--max-drop", "100", "--artifacts", str(folder))
     assert result.exit_code == 0, result.output
     return folder
 
@@ -274,7 +274,7 @@ def test_predict_answers_with_class_names_for_files_and_folders(built64, own_fol
     assert sum(t["score"] for t in answer[0]["top"]) == pytest.approx(1.0, abs=1e-3)
 
 
-@pytest.mark.parametrize("model", ["squeezenet_int8.tflite", "pruned.h5",
+@pytest.mark.parametrize("model", ["squeezenet_int8.tflite", "trained.h5",
                                    "squeezenet_int8.onnx"])
 def test_predict_gives_the_labels_the_report_counted(built64, own_folder, model):
     """Every test image through `predict`: the confusion matrix of its answers is the one
