@@ -27,12 +27,22 @@ ADDED = {"limit": None, "model": None, "arch_file": None, "teacher": None,
 
 
 @dataclass(frozen=True)
+class GivenRecord:
+    """The user's own model file a build started from (`--model`)."""
+
+    file: Path
+    sha256: str  # of the file as it was given
+    file_format: str  # "keras" or "onnx"
+
+
+@dataclass(frozen=True)
 class TrainRecord:
     path: Path
     config: dict  # train's settings as recorded, each of TrainConfig's type
     classes: tuple[str, ...]
     contract: InputContract
     fingerprint: str  # of the data trained on
+    given: GivenRecord | None  # the model file it started from, if the user gave one
     rest: artifacts.Record  # the whole record: history, timings, counts
 
     @property
@@ -64,7 +74,17 @@ def train(folder: Path) -> TrainRecord:
     if not isinstance(data, dict) or not isinstance(data.get("fingerprint"), str):
         raise _edited(record, "'data' has no fingerprint")
     return TrainRecord(record.path, _config(record), tuple(classes), contract_of(record),
-                       data["fingerprint"], record)
+                       data["fingerprint"], _given(record), record)
+
+
+def _given(record: artifacts.Record) -> GivenRecord | None:
+    given = record.get("given_model")
+    if given is None:
+        return None
+    if not (isinstance(given, dict) and all(isinstance(given.get(key), str)
+                                            for key in ("file", "sha256", "format"))):
+        raise _edited(record, "'given_model' does not name the file, its sha256 and format")
+    return GivenRecord(Path(given["file"]), given["sha256"], given["format"])
 
 
 def _config(record: artifacts.Record) -> dict:

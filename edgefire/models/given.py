@@ -42,8 +42,9 @@ class Given:
 
     model: object
     contract: InputContract
-    notes: dict
+    notes: dict  # for train.json: the file, its fingerprint and format, what was done
     source: object = None
+    new_head: bool = False  # its head was replaced to score the data's classes
 
 
 def name_of(path: str) -> str:
@@ -273,4 +274,4 @@ def adapt(model, path: str, size: int, classes: int, mean, std, epochs: int,
                             f"{classes} classes, so its head is kept and there is no new head "
                             "to train alone; leave --head-epochs out")
     model, contract, notes["contract"] = with_contract(model, size, mean, std, path)
-    return Given(model, contract, notes, source)
+    return Given(model, contract, notes, source, notes["head"] != "kept")

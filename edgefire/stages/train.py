@@ -51,7 +51,7 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
                               distill)
 
     contract = given.contract if given else config.contract
-    if given is not None and config.head_epochs and given.notes["head"] != "kept":
+    if given is not None and config.head_epochs and given.new_head:
         train_head_alone(model, config, splits, folder, contract, placement)
     distilling = None
     if config.teacher:
@@ -150,7 +150,7 @@ def plot_history(history: dict, path: Path) -> None:
 def given_accuracy(given, splits: data.Splits) -> dict:
     """A given model's float top-1 on validation and test before any fine-tuning (its new
     head, if any, untrained): the number fine-tuning is to beat."""
-    if given is None or given.notes["head"] != "kept":
+    if given is None or given.new_head:
         return {}
     return {f"{split}_accuracy_given": fitting.accuracy(given.model, x, y, given.contract)
             for split, x, y in (("val", splits.x_val, splits.y_val),

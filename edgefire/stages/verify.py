@@ -219,11 +219,10 @@ def given_onnx_row(trained, dataset, config: VerifyConfig) -> dict | None:
     images with the normalization it expects, so its accuracy stands beside every file made
     from it (`given`: never gated). None for other builds, or when the file is gone or
     changed since (said in one line)."""
-    notes = trained.rest.get("given_model") or {}
-    if notes.get("format") != "onnx":
+    if trained.given is None or trained.given.file_format != "onnx":
         return None
-    path = Path(notes["file"])
-    if not path.is_file() or artifacts.sha256(path) != notes.get("sha256"):
+    path = trained.given.file
+    if not path.is_file() or artifacts.sha256(path) != trained.given.sha256:
         print(f"! {path}: gone or changed since the build, so not measured", flush=True)
         return None
     own = InputContract(trained.contract.size, trained.config["mean"] or (0.0,) * 3,
