@@ -16,7 +16,7 @@ MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
 .PHONY: install test test-fast train all ablation bench-train bench-data bench-datasets bench-front \
-  bench-byom bench-channels bench-onnx clean
+  bench-byom bench-channels bench-onnx bench-sparse clean
 
 install: $(VENV)/.installed
 
@@ -90,6 +90,9 @@ bench-channels: install
 # accuracy per byte of every committed build: their verified reports, latency measured here
 bench-front: install
 	$(BIN)/python -m edgefire.bench.front --out $(ARTIFACTS)/bench-front.json
+
+bench-sparse: install
+	$(BIN)/python -m edgefire.bench.sparse --out $(ARTIFACTS)/bench-sparse.json
 
 clean:
 	rm -rf $(VENV) $(MEDIAPIPE_VENV) .pytest_cache .ruff_cache build *.egg-info .bench .bench-byom .bench-channels .bench-onnx
