@@ -320,7 +320,7 @@ def supervise(args: list[str]) -> int:
     signal.signal(signal.SIGINT, forward)
     while True:
         try:
-            return child.wait(timeout=0.2)
+            return exit_status(child.wait(timeout=0.2))
         except subprocess.TimeoutExpired:
             pass
         if received and time.monotonic() - received[0][1] > GRACE_SECONDS:
@@ -331,6 +331,12 @@ def supervise(args: list[str]) -> int:
                   f"{GRACE_SECONDS} s and was killed; finished artifacts are intact",
                   file=sys.stderr, flush=True)
             return EXIT_TERMINATED if received[0][0] == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def exit_status(returncode: int) -> int:
+    """A child's status as a shell reports it: 128 + N for a child ended by signal N
+    (Python's -N would leave the process as 256 - N: 241 for SIGTERM)."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 if __name__ == "__main__":

@@ -163,3 +163,10 @@ def test_a_disk_too_full_for_a_checkpoint_stops_train_with_one_line(image_folder
         result.output
     assert result.output.count("edgefire: error") == 1
     assert not [p for p in folder.iterdir() if p.suffix == ".h5" or ".tmp" in p.name]
+
+
+def test_a_supervised_worker_ended_by_a_signal_exits_as_a_shell_says():
+    from edgefire.cli import exit_status
+
+    assert exit_status(-signal.SIGTERM) == 143 and exit_status(-signal.SIGKILL) == 137
+    assert exit_status(2) == 2 and exit_status(0) == 0
