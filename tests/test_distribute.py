@@ -41,8 +41,10 @@ def tf_config(ports: list[int], index: int) -> str:
                        "task": {"type": "worker", "index": index}})
 
 
-def start(args: list[str], log: Path, **env) -> subprocess.Popen:
-    return subprocess.Popen([*EDGEFIRE, *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
+def start(args: list[str], log: Path, errors: Path | None = None, **env) -> subprocess.Popen:
+    """The command running, its output in `log` (and its errors too, unless `errors`)."""
+    return subprocess.Popen([*EDGEFIRE, *args], stdout=log.open("w"),
+                            stderr=errors.open("w") if errors else subprocess.STDOUT,
                             env={**os.environ, **env}, start_new_session=True)
 
 
@@ -219,10 +221,11 @@ def test_a_two_worker_build_leaves_a_complete_verified_folder_on_the_chief(tmp_p
 
 def test_prune_fine_tunes_mirrored_over_two_logical_cpus(tmp_path, trained_folder, copy_of):
     folder = copy_of(trained_folder)
-    log = tmp_path / "prune.log"
+    log, errors = tmp_path / "prune.log", tmp_path / "prune.err"
     run = start(["prune", "--epochs", "1", "--distribute", "mirrored", "--artifacts",
-                 str(folder)], log, EDGEFIRE_CPU_DEVICES="2")
-    assert finish([run]) == [0], log.read_text()[-2000:]
+                 str(folder)], log, errors, EDGEFIRE_CPU_DEVICES="2")
+    assert finish([run]) == [0], errors.read_text()[-2000:]
+    assert errors.read_text() == ""  # TensorFlow's start-up and tf.data's lines silenced
     result = json.loads((folder / "prune.json").read_text())
     assert result["distribute"]["replicas"] == 2 and result["distribute"]["replica_batch"] == 64
     assert abs(result["sparsity"]["overall"] - 0.4) < 0.02
