@@ -237,6 +237,7 @@ class ReportedFile:
     bytes: int
     accuracy: float
     accuracy_ci95: tuple[float, float] | None  # None in reports from before the interval
+    accuracy_drop: float | None  # points below the reference, on the same images
     given: bool  # the user's own model file, as it was given
     runtimes: dict  # runtime name -> its cell (accuracy, latency; tflite-micro's arena)
 
@@ -283,8 +284,14 @@ def _reported(row: artifacts.Record) -> ReportedFile:
                            "and interval")
     return ReportedFile(_file_name(row, "name"), _text(row, "path"), _text(row, "format"),
                         _text(row, "precision"), row["bytes"], float(row["accuracy"]),
-                        tuple(interval) if interval else None, bool(row.get("given")),
+                        tuple(interval) if interval else None, _points(row.get("accuracy_drop")),
+                        bool(row.get("given")),
                         runtimes)
+
+
+def _points(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
 
 
 def _fraction(value) -> bool:

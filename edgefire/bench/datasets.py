@@ -184,7 +184,7 @@ def outcome(out: Path) -> dict:
         int8 = records.report(out).file("tflite", "int8")
         if int8:
             found.update(int8_top1=int8.accuracy,
-                         drop_points=int8.runtimes["litert"]["accuracy_drop"])
+                         drop_points=int8.accuracy_drop)
     return found
 
 
