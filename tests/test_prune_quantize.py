@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,21 +14,32 @@ from typer.testing import CliRunner
 
 from edgefire import contract, data, formats, mcu, models, runtimes
 from edgefire.cli import app
+from tests.conftest import made_once
 
 
 def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pruned_folder(trained_folder, tmp_path_factory):
-    import shutil
+    """The trained folder pruned to 60% (made once per test run)."""
+    return made_once(tmp_path_factory, "pruned60", lambda folder: stage_on(
+        trained_folder, folder, "prune", "--sparsity", "0.6", "--epochs", "2"))
 
-    folder = tmp_path_factory.mktemp("pruned") / "a"
-    shutil.copytree(trained_folder, folder)
-    result = invoke("prune", "--artifacts", str(folder), "--sparsity", "0.6", "--epochs", "2")
+
+@pytest.fixture(scope="session")
+def quantized_folder(pruned_folder, tmp_path_factory):
+    """The pruned folder after an int8 `quantize` from 100 calibration images (tests read it)."""
+    return made_once(tmp_path_factory, "quantized60", lambda folder: stage_on(
+        pruned_folder, folder, "quantize", "--calibration-samples", "100"))
+
+
+def stage_on(source: Path, folder: Path, *command: str) -> None:
+    """`command` run on a copy of the folder `source`, the copy at `folder`."""
+    shutil.copytree(source, folder)
+    result = invoke(*command, "--artifacts", str(folder))
     assert result.exit_code == 0, result.output
-    return folder
 
 
 def test_pruned_layers_reach_the_target_within_one_point(pruned_folder):
@@ -53,10 +66,8 @@ def _interpreter(path):
     return interpreter
 
 
-def test_int8_has_int8_activations_and_raw_uint8_pixel_input(pruned_folder, copy_of):
-    folder = copy_of(pruned_folder)
-    assert invoke("quantize", "--artifacts", str(folder)).exit_code == 0
-    interpreter = _interpreter(folder / "squeezenet_int8.tflite")
+def test_int8_has_int8_activations_and_raw_uint8_pixel_input(quantized_folder):
+    interpreter = _interpreter(quantized_folder / "squeezenet_int8.tflite")
     tensor_in = interpreter.get_input_details()[0]
     assert tensor_in["dtype"] == np.uint8
     scale, zero_point = tensor_in["quantization"]
@@ -89,11 +100,8 @@ def test_int8_io_option_gives_int8_input_with_zero_point_minus_128(pruned_folder
     assert [int(v) for v in first_values] == [-128, -127, -126]
 
 
-def test_calibration_images_come_only_from_the_training_split(pruned_folder, copy_of,
-                                                               image_folder):
-    folder = copy_of(pruned_folder)
-    assert invoke("quantize", "--artifacts", str(folder), "--calibration-samples",
-                  "100").exit_code == 0
+def test_calibration_images_come_only_from_the_training_split(quantized_folder, image_folder):
+    folder = quantized_folder
     calibration = json.loads((folder / "quantize.json").read_text())["calibration"]
     train_config = json.loads((folder / "train.json").read_text())["config"]
     splits = data.split(data.load(str(image_folder)), train_config["val_size"],
@@ -103,9 +111,8 @@ def test_calibration_images_come_only_from_the_training_split(pruned_folder, cop
     assert not set(calibration["indices"]) & set(splits.val_indices.tolist())
 
 
-def test_int8_accuracy_is_close_to_the_float_model(pruned_folder, copy_of, image_folder):
-    folder = copy_of(pruned_folder)
-    assert invoke("quantize", "--artifacts", str(folder)).exit_code == 0
+def test_int8_accuracy_is_close_to_the_float_model(quantized_folder, image_folder):
+    folder = quantized_folder
     ds = data.load(str(image_folder))
     float_acc = np.mean(runtimes.predict(runtimes.open_model(folder / "pruned.h5"), ds.x_test)
                         == ds.y_test)

@@ -55,7 +55,9 @@ def test_divergence_limit_catches_a_fine_tune_falling_to_chance():
     assert fitting.divergence_limit(2.5, 10) == 5.0  # from scratch: twice the start
 
 
-def test_prune_that_keeps_diverging_names_prunes_and_builds_option(trained_folder, copy_of):
+def test_prune_that_keeps_diverging_names_prunes_and_builds_option(trained_folder, copy_of,
+                                                                    monkeypatch):
+    monkeypatch.setattr(fitting, "MAX_RESTARTS", 1)  # one restart shows the path; 3 cost 15 s
     folder = copy_of(trained_folder)
     result = CliRunner().invoke(app, ["prune", "--epochs", "1", "--learning-rate", BLOWS_UP,
                                       "--artifacts", str(folder)])
@@ -65,7 +67,9 @@ def test_prune_that_keeps_diverging_names_prunes_and_builds_option(trained_folde
     assert not (folder / "pruned.h5").exists()
 
 
-def test_qat_that_keeps_diverging_names_the_qat_learning_rate(trained_folder, copy_of):
+def test_qat_that_keeps_diverging_names_the_qat_learning_rate(trained_folder, copy_of,
+                                                              monkeypatch):
+    monkeypatch.setattr(fitting, "MAX_RESTARTS", 1)
     folder = copy_of(trained_folder)
     result = CliRunner().invoke(app, ["quantize", "--qat", "--qat-learning-rate", BLOWS_UP,
                                       "--artifacts", str(folder)])
