@@ -20,15 +20,19 @@ MEDIAPIPE ?= mediapipe==1.2.3
 
 install: $(VENV)/.installed
 
+EDGEFIRE_EDITABLE := -e '.[dev,openvino,micro,npu]'
+# uv installs the same versions as pip, 23 s against 76 s here with no cache; pip
+# installs whenever uv cannot. $(call venv_install,VENV,REQUIREMENTS)
+venv_install = $(PYTHON) -m venv $(1) && { { $(1)/bin/pip install --quiet uv && \
+  $(1)/bin/uv pip install --quiet --python $(1)/bin/python $(2); } || \
+  $(1)/bin/pip install --quiet $(2); }
+
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,openvino,micro,npu]'
+	$(call venv_install,$(VENV),$(EDGEFIRE_EDITABLE))
 	touch $@
 
 $(MEDIAPIPE_VENV)/.installed:
-	$(PYTHON) -m venv $(MEDIAPIPE_VENV)
-	$(MEDIAPIPE_VENV)/bin/pip install --quiet $(MEDIAPIPE)
+	$(call venv_install,$(MEDIAPIPE_VENV),$(MEDIAPIPE))
 	touch $@
 
 # one pytest worker per CPU (-n auto): most of a test's time is single-threaded TensorFlow

@@ -325,17 +325,3 @@ def test_mediapipe_and_predict_agree_on_non_square_photos(built64, tmp_path):
     for (_, name, score), ours in zip(answers, predicted, strict=True):
         assert name == ours["top"][0]["label"]
         assert score == pytest.approx(ours["top"][0]["score"], abs=0.02)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not MEDIAPIPE_PYTHON.exists(),
-                    reason="MediaPipe lives in its own venv, made by `make test`")
-def test_mediapipe_loads_an_int8_file_built_at_96_with_its_class_names(own_folder, tmp_path):
-    folder = tmp_path / "b96"  # train and quantize make the file: nothing else is needed
-    for command in (["train", "--data", str(own_folder), "--image-size", "96", *TINY_TRAIN,
-                     "--epochs", "1"], ["quantize", "--no-fallback"]):
-        result = invoke(*command, "--artifacts", str(folder))
-        assert result.exit_code == 0, result.output
-    files = sorted((own_folder / "test" / "猫").glob("*.png"))[:2]
-    answers = _mediapipe(folder / "squeezenet_int8.tflite", files)
-    assert all(name in ("café", "chat noir", "猫") for _, name, _ in answers)
