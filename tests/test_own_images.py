@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from edgefire import contract, data, runtimes
 from edgefire.cli import app
-from tests.conftest import TINY_TRAIN
+from tests.conftest import TINY_TRAIN, made_once
 from tests.test_pipeline import MEDIAPIPE_PYTHON, ROOT
 
 # class name -> colour: names with a space and non-ASCII letters, kept exactly
@@ -67,9 +67,10 @@ def write_folder(root: Path, per_class: dict[str, int], splits=("train", "test")
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def own_folder(tmp_path_factory) -> Path:
-    return write_folder(tmp_path_factory.mktemp("own") / "photos", {"train": 30, "test": 8})
+    return made_once(tmp_path_factory, "own", lambda folder: write_folder(
+        folder / "photos", {"train": 30, "test": 8})) / "photos"
 
 
 def invoke(*args: str):
@@ -202,13 +203,16 @@ def test_image_size_outside_the_architecture_range_is_refused(tmp_path):
     assert "--image-size 4 is not supported by squeezenet (from 8 to 512)" in result.output
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def built64(own_folder, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("b64") / "artifacts"
-    result = invoke("build", "--data", str(own_folder), "--image-size", "64", *TINY_TRAIN,
-                    "--sparsity", "0", "--max-drop", "100", "--artifacts", str(folder))
-    assert result.exit_code == 0, result.output
-    return folder
+    """A whole build at 64 pixels on the photos (made once per test run)."""
+    def make(folder):
+        result = invoke("build", "--data", str(own_folder), "--image-size", "64", *TINY_TRAIN,
+                        "--sparsity", "0", "--max-drop", "100", "--artifacts",
+                        str(folder / "artifacts"))
+        assert result.exit_code == 0, result.output
+
+    return made_once(tmp_path_factory, "built64", make) / "artifacts"
 
 
 def test_a_build_at_64_carries_the_size_and_names_everywhere(built64, own_folder):
