@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +101,37 @@ def built(image_folder, tmp_path_factory) -> Path:
         assert result.exit_code == 0, result.output
 
     return made_once(tmp_path_factory, "built", make) / "artifacts"
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgefire.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(folder: Path, stage: str, epochs: int, process, timeout: float = 300):
+    state = folder / f"{stage}_checkpoint.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epochs_done"] >= epochs:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{stage} never finished {epochs} epoch(s): {process.poll()}")
+
+
+KILLED_TRAIN = ["train", "--epochs", "4", "--batch-size", "32"]
+
+
+@pytest.fixture(scope="session")
+def killed_training(image_folder, tmp_path_factory) -> Path:
+    """A folder whose 4-epoch `train` (KILLED_TRAIN) was SIGKILLed after its first epoch was
+    saved (made once; tests resume copies of it)."""
+    def make(folder):
+        process = start(*KILLED_TRAIN, "--data", str(image_folder), "--artifacts", str(folder))
+        wait_for_epochs(folder, "train", 1, process)
+        process.kill()  # SIGKILL: no chance to clean up
+        process.wait()
+
+    return made_once(tmp_path_factory, "killed_training", make)
 
 
 @pytest.fixture

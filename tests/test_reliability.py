@@ -6,9 +6,6 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,47 +14,29 @@ from typer.testing import CliRunner
 from edgefire import artifacts
 from edgefire.cli import app
 from edgefire.errors import EdgefireError
+from tests.conftest import KILLED_TRAIN, start, wait_for_epochs
 
 
 def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgefire.cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_epochs(folder: Path, stage: str, epochs: int, process, timeout: float = 300):
-    state = folder / f"{stage}_checkpoint.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.exists() and json.loads(state.read_text())["epochs_done"] >= epochs:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{stage} never finished {epochs} epoch(s): {process.poll()}")
-
-
 def hashes(folder: Path) -> dict:
     return {p.name: artifacts.sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_killed_training_resumes_from_its_last_epoch(image_folder, tmp_path):
-    folder = tmp_path / "a"
-    args = ["train", "--data", str(image_folder), "--artifacts", str(folder), "--epochs", "4",
-            "--batch-size", "32"]
-    process = start(*args)
-    wait_for_epochs(folder, "train", 1, process)
-    process.kill()  # SIGKILL: no chance to clean up
-    process.wait()
+def test_killed_training_resumes_from_its_last_epoch(killed_training, image_folder, copy_of):
+    folder = copy_of(killed_training)
     done = json.loads((folder / "train_checkpoint.json").read_text())["epochs_done"]
     assert 1 <= done < 4 and not (folder / "trained.h5").exists()
-    result = invoke(*args)
+    result = invoke(*KILLED_TRAIN, "--data", str(image_folder), "--artifacts", str(folder))
     assert result.exit_code == 0, result.output
     assert f"resuming train after epoch {done}" in result.output
-    history = json.loads((folder / "train.json").read_text())["history"]
+    meta = json.loads((folder / "train.json").read_text())
+    history = meta["history"]
     assert len(history["loss"]) == len(history["val_accuracy"]) == 4  # no duplicated epochs
     assert result.output.count("Epoch ") == 4 - done  # only the missing epochs ran
+    assert meta["epochs_run"] == 4 - done and meta["epochs"] == 4  # its speed: of those
 
 
 @pytest.mark.parametrize("sent, code, message", [

@@ -18,9 +18,8 @@ from typer.testing import CliRunner
 from edgefire import artifacts
 from edgefire.cli import app
 from edgefire.errors import EdgefireError
-from tests.conftest import BUILD, made_once
+from tests.conftest import BUILD, KILLED_TRAIN, made_once
 from tests.test_pipeline import DEPLOYABLES
-from tests.test_reliability import start, wait_for_epochs
 
 PRODUCTS = [*DEPLOYABLES, "trained.h5", "pruned.h5", "labels.txt"]
 
@@ -187,40 +186,19 @@ def test_a_damaged_cache_entry_is_decoded_again(damage, image_folder, tmp_path, 
         assert healed.testzip() is None and entry.stat().st_size == len(whole)
 
 
-def killed_training(image_folder: Path, folder: Path, epochs: int) -> list[str]:
-    """Start a 4-epoch training, kill it after `epochs` epochs; the command to run it again."""
-    args = ["train", "--data", str(image_folder), "--artifacts", str(folder), "--epochs", "4",
-            "--batch-size", "32"]
-    process = start(*args)
-    wait_for_epochs(folder, "train", epochs, process)
-    process.kill()
-    process.wait()
-    return args
-
-
 @pytest.mark.parametrize("damage", ["state garbage", "weights truncated"])
-def test_a_damaged_checkpoint_is_discarded_and_training_starts_over(damage, image_folder,
-                                                                     tmp_path):
-    folder = tmp_path / "a"
-    args = killed_training(image_folder, folder, 1)
+def test_a_damaged_checkpoint_is_discarded_and_training_starts_over(damage, killed_training,
+                                                                     image_folder, copy_of):
+    folder = copy_of(killed_training)
     if damage == "state garbage":
         (folder / "train_checkpoint.json").write_text("{garbage")
     else:
         _truncate(folder / "train_checkpoint.h5")
-    result = invoke(*args)
+    result = invoke(*KILLED_TRAIN, "--data", str(image_folder), "--artifacts", str(folder))
     assert result.exit_code == 0, result.output
     assert "damaged checkpoint discarded" in result.output
     meta = json.loads((folder / "train.json").read_text())
     assert meta["epochs_run"] == 4 and len(meta["history"]["loss"]) == 4
-
-
-def test_resumed_training_reports_the_speed_of_the_epochs_it_ran(image_folder, tmp_path):
-    folder = tmp_path / "a"
-    args = killed_training(image_folder, folder, 2)
-    done = json.loads((folder / "train_checkpoint.json").read_text())["epochs_done"]
-    assert invoke(*args).exit_code == 0
-    meta = json.loads((folder / "train.json").read_text())
-    assert meta["epochs_run"] == 4 - done and meta["epochs"] == 4
 
 
 def test_diverging_training_stops_with_one_line_and_saves_nothing(image_folder, tmp_path):
