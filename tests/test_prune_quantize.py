@@ -122,8 +122,9 @@ def test_int8_accuracy_is_close_to_the_float_model(quantized_folder, image_folde
     assert abs(float_acc - int8_acc) <= 0.05  # tolerance: 10 of 200 test images
 
 
-def test_qat_on_a_pruned_model_keeps_its_zeros(pruned_folder, copy_of):
-    folder = copy_of(pruned_folder)
+def test_qat_on_a_pruned_model_keeps_its_zeros(built, copy_of):
+    """On the shared build, pruned to 40%: below 50% zeros int8 is converted once (dense)."""
+    folder = copy_of(built)
     result = invoke("quantize", "--artifacts", str(folder), "--qat", "--qat-epochs", "1",
                     "--qat-learning-rate", "0.0002")
     assert result.exit_code == 0, result.output
@@ -132,7 +133,7 @@ def test_qat_on_a_pruned_model_keeps_its_zeros(pruned_folder, copy_of):
     assert meta["qat_history"]["loss"] and meta["qat_recoveries"] == []
     for layer, zeros in meta["qat_sparsity"]["layers"].items():
         if layer.split("/")[-1].startswith(("squeeze", "expand")):  # the fire modules' layers
-            assert zeros >= 0.59, (layer, zeros)  # the drift left ~30% in expand layers
+            assert zeros >= 0.39, (layer, zeros)  # a drift once left half in expand layers
     zeros, total = formats.FORMATS["tflite"].kernel_zeros(folder / "squeezenet_int8.tflite")
     assert zeros / total >= meta["sparsity"] - 0.01  # the shipped file has them too
 
