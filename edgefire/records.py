@@ -290,9 +290,12 @@ def _reported(row: artifacts.Record) -> ReportedFile:
 
 
 def _points(value) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
-        else None
+    return float(value) if _number(value) else None
 
 
 def _fraction(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+    return _number(value) and 0 <= value <= 1
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

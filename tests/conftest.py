@@ -56,6 +56,20 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
     return folder
 
 
+def made_by_command(tmp_path_factory, name: str, source: Path, *command: str) -> Path:
+    """A copy of the folder `source` after `edgefire COMMAND --artifacts COPY` (made once)."""
+    from typer.testing import CliRunner
+
+    from edgefire.cli import app
+
+    def make(folder):
+        shutil.copytree(source, folder)
+        result = CliRunner().invoke(app, [*command, "--artifacts", str(folder)])
+        assert result.exit_code == 0, result.output
+
+    return made_once(tmp_path_factory, name, make)
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     return made_once(tmp_path_factory, "images",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgefire import contract, data, formats, mcu, models, runtimes
 from edgefire.cli import app
-from tests.conftest import made_once
+from tests.conftest import made_by_command
 
 
 def invoke(*args: str):
@@ -24,22 +22,15 @@ def invoke(*args: str):
 @pytest.fixture(scope="session")
 def pruned_folder(trained_folder, tmp_path_factory):
     """The trained folder pruned to 60% (made once per test run)."""
-    return made_once(tmp_path_factory, "pruned60", lambda folder: stage_on(
-        trained_folder, folder, "prune", "--sparsity", "0.6", "--epochs", "2"))
+    return made_by_command(tmp_path_factory, "pruned60", trained_folder, "prune",
+                           "--sparsity", "0.6", "--epochs", "2")
 
 
 @pytest.fixture(scope="session")
 def quantized_folder(pruned_folder, tmp_path_factory):
     """The pruned folder after an int8 `quantize` from 100 calibration images (tests read it)."""
-    return made_once(tmp_path_factory, "quantized60", lambda folder: stage_on(
-        pruned_folder, folder, "quantize", "--calibration-samples", "100"))
-
-
-def stage_on(source: Path, folder: Path, *command: str) -> None:
-    """`command` run on a copy of the folder `source`, the copy at `folder`."""
-    shutil.copytree(source, folder)
-    result = invoke(*command, "--artifacts", str(folder))
-    assert result.exit_code == 0, result.output
+    return made_by_command(tmp_path_factory, "quantized60", pruned_folder, "quantize",
+                           "--calibration-samples", "100")
 
 
 def test_pruned_layers_reach_the_target_within_one_point(pruned_folder):

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from edgefire import artifacts
 from edgefire.cli import app
 from edgefire.errors import EdgefireError
-from tests.conftest import BUILD, KILLED_TRAIN, made_once
+from tests.conftest import BUILD, KILLED_TRAIN, made_by_command
 from tests.test_pipeline import DEPLOYABLES
 
 PRODUCTS = [*DEPLOYABLES, "trained.h5", "pruned.h5", "labels.txt"]
@@ -108,12 +108,8 @@ def test_build_repairs_a_damaged_file_and_makes_the_same_bytes(damage, built, im
 def requantized(built, tmp_path_factory) -> Path:
     """The shared build after a second `quantize` (other calibration): the int8 TFLite is
     newer than the files export made from it (made once; tests only read it)."""
-    def make(folder):
-        shutil.copytree(built, folder)
-        result = invoke("quantize", "--artifacts", str(folder), "--calibration-samples", "100")
-        assert result.exit_code == 0, result.output
-
-    return made_once(tmp_path_factory, "requantized", make)
+    return made_by_command(tmp_path_factory, "requantized", built, "quantize",
+                           "--calibration-samples", "100")
 
 
 def test_verify_refuses_an_int8_onnx_made_from_an_older_int8_tflite(requantized):
