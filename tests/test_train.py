@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -207,8 +208,10 @@ def test_a_student_distils_from_a_build_folder_and_records_its_teacher(trained_f
     assert meta["config"]["arch"] == "resnet8" and meta["parameters"] == 77_706
     recorded = artifacts.load_manifest(out)["stages"]["train"]["config"]
     assert recorded["teacher_sha256"] == artifacts.sha256(teacher.source(str(trained_folder)))
+    moved = shutil.copytree(trained_folder, tmp_path / "moved teacher")
+    args[args.index("--teacher") + 1] = str(moved)
     again = CliRunner().invoke(app, ["build", *args[1:], "--sparsity", "0", "--dry-run"])
-    assert "= train: up to date" in again.output, again.output
+    assert "= train: up to date" in again.output, again.output  # the same bytes elsewhere
 
 
 def test_a_teacher_of_other_classes_is_one_line(trained_folder, tmp_path):

@@ -174,8 +174,9 @@ def recorded(config: TrainConfig, context: Context = DEFAULT) -> dict:
         fields["model_sha256"] = given_model.fingerprint(config.model)
     if config.arch_file:
         fields["arch_sha256"] = given_model.fingerprint(config.arch_file.rpartition(":")[0])
-    if config.teacher:  # its bytes: a changed teacher trains again
+    if config.teacher:  # its bytes, not its path: changed, it trains again; moved, it is the same
         fields["teacher_sha256"] = given_model.fingerprint(str(teacher.source(config.teacher)))
+        del fields["teacher"]
     else:  # no teacher: recorded as before distillation existed, so those builds stay current
         for key in ("teacher", "distill_weight", "distill_temperature"):
             del fields[key]
