@@ -37,6 +37,8 @@ def test_killed_training_resumes_from_its_last_epoch(killed_training, image_fold
     assert len(history["loss"]) == len(history["val_accuracy"]) == 4  # no duplicated epochs
     assert result.output.count("Epoch ") == 4 - done  # only the missing epochs ran
     assert meta["epochs_run"] == 4 - done and meta["epochs"] == 4  # its speed: of those
+    assert len(history["epoch_seconds"]) == 4  # its cost: the killed run's epochs too
+    assert meta["fit_seconds"] == round(sum(history["epoch_seconds"]), 1) > 0
 
 
 @pytest.mark.parametrize("sent, code, message", [

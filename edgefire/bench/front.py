@@ -8,9 +8,9 @@ The folders (default: `artifacts` and every build under `artifacts/variants`) ar
 builds: top-1, its interval and the arena are their verify's, read from report.json once the
 manifest shows it and the int8 file unchanged since. Latency is measured here, every file in
 the same run, round after round (`bench.channels.latencies`), as a ratio to the first
-folder's. Training cost is the train and prune stages' wall time as their records hold it:
-a run resumed from its checkpoint holds the last run's only (`epochs` says how many of the
-epochs it ran), and prune records its time since edgefire 2026-12.
+folder's. Training cost is the train and prune stages' epochs' time summed over every run,
+resumed ones included; records from before edgefire kept it hold their last run's wall time
+(`epochs` says how many of the epochs that run ran).
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ def measured(folder: Path) -> dict:
 
 
 def training_seconds(folder: Path, trained: records.TrainRecord) -> float:
-    """Train's and prune's recorded wall time (a resumed training counts its last run only)."""
-    seconds = trained.rest.get("wall_seconds") or 0.0
+    """Train's and prune's fitting time over every run, resumed ones included; a record from
+    before edgefire kept each epoch's time holds its last run's wall time only."""
+    stages = [trained.rest]
     if (folder / layout.record("prune")).exists():
-        seconds += records.prune(folder).rest.get("wall_seconds") or 0.0
-    return round(seconds, 1)
+        stages.append(records.prune(folder).rest)
+    return round(sum(s.get("fit_seconds") or s.get("wall_seconds") or 0.0 for s in stages), 1)
 
 
 def table(rows: list[dict]) -> list[str]:

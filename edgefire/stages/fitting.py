@@ -12,6 +12,7 @@ import json
 import math
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -274,6 +275,13 @@ def save_checkpoint(folder: Path, stage: str, config: dict, model, done: Fit) ->
                           "learning_rate_scale": done.learning_rate_scale})
 
 
+def fit_seconds(history: dict) -> float | None:
+    """Every epoch's wall time summed, those of runs killed and resumed included (None for a
+    history from before edgefire recorded them)."""
+    seconds = history.get("epoch_seconds")
+    return round(sum(seconds), 1) if seconds else None
+
+
 def remove_checkpoint(folder: Path, stage: str) -> None:
     for suffix in (".h5", ".json"):
         (folder / f"{stage}_checkpoint{suffix}").unlink(missing_ok=True)
@@ -407,12 +415,19 @@ def stop_on_divergence(classes: int):
 
 
 def checkpoint_callback(folder: Path, stage: str, config: dict, model, done: Fit):
-    """After each epoch: append its logs to `done`'s history and checkpoint it."""
+    """After each epoch: append its logs and its wall time (`epoch_seconds`, validation
+    included: what a resumed run cost in all is their sum) to `done`'s history, and checkpoint
+    it."""
 
     class Checkpoint(keras().callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.began = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
             for key, value in logs.items():
                 done.history.setdefault(key, []).append(float(value))
+            seconds = round(time.perf_counter() - self.began, 1)
+            done.history.setdefault("epoch_seconds", []).append(seconds)
             done.epochs_run = epoch + 1
             save_checkpoint(folder, stage, config, model, done)
 

@@ -248,7 +248,8 @@ def run(config: PruneConfig, folder: Path, context: Context = DEFAULT) -> dict:
                                        "after": models.multiply_accumulates(pruned)},
               "channels": thinned or None,
               "distribute": placement.describe(config.batch_size) if placement else None,
-              "wall_seconds": round(time.perf_counter() - began, 1)}  # this run's
+              "wall_seconds": round(time.perf_counter() - began, 1),  # this run's
+              "fit_seconds": fitting.fit_seconds(fit.history)}  # every run's epochs
     with artifacts.output_set():
         models.save_model(pruned, folder / MODEL)
         artifacts.write_json(folder / layout.record("prune"), result)

@@ -239,6 +239,7 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
         "classes": classes,
         "input": contract.to_json(), "class_counts": data.class_counts(splits),
         "epochs": config.epochs, "epochs_run": epochs_run, "wall_seconds": round(wall, 1),
+        "fit_seconds": fitting.fit_seconds(history),  # every run's epochs: resumed ones too
         "images_per_second": round(len(splits.y_train) * epochs_run / max(wall, 1e-9), 1),
         "val_accuracy": val_accuracy, "parameters": int(model.count_params()),
         "multiply_accumulates": models.multiply_accumulates(model),
