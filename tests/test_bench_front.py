@@ -25,6 +25,7 @@ def test_the_front_has_a_row_per_build_and_leaves_out_a_changed_report(built, co
     assert row["arch"] == "squeezenet" and row["latency_ms"] > 0
     fits = [json.loads((built / f"{stage}.json").read_text()) for stage in ("train", "prune")]
     assert row["training_seconds"] == round(sum(r["fit_seconds"] for r in fits), 1) > 0
+    assert row["epochs"] == f"{fits[0]['epochs']} epochs"  # every epoch timed
     assert "bytes do not match the manifest" in results["left_out"][0]
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "| squeezenet | 122,986 |" in out.with_suffix(".md").read_text()

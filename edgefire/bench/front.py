@@ -10,7 +10,7 @@ manifest shows it and the int8 file unchanged since. Latency is measured here, e
 the same run, round after round (`bench.channels.latencies`), as a ratio to the first
 folder's. Training cost is the train and prune stages' epochs' time summed over every run,
 resumed ones included; records from before edgefire kept it hold their last run's wall time
-(`epochs` says how many of the epochs that run ran).
+(`epochs` says so).
 """
 
 from __future__ import annotations
@@ -48,7 +48,15 @@ def measured(folder: Path) -> dict:
             "arena_bytes": micro.get("arena_bytes"),
             "file": str(artifacts.artifact_path(folder, int8.path, "bench-front")),
             "training_seconds": training_seconds(folder, trained),
-            "epochs": f"{trained.rest.get('epochs_run')} of {trained.config['epochs']}"}
+            "epochs": epochs_timed(trained)}
+
+
+def epochs_timed(trained: records.TrainRecord) -> str:
+    """Which epochs the training time covers: all, or a resumed run's last only."""
+    run, asked = trained.rest.get("epochs_run"), trained.config["epochs"]
+    if trained.rest.get("fit_seconds") is not None or run == asked:
+        return f"{asked} epochs"
+    return f"{run} of {asked} epochs: its last run's only"
 
 
 def training_seconds(folder: Path, trained: records.TrainRecord) -> float:
@@ -62,7 +70,7 @@ def training_seconds(folder: Path, trained: records.TrainRecord) -> float:
 
 def table(rows: list[dict]) -> list[str]:
     lines = ["| build | model | parameters | int8 bytes | top-1 (95% CI) | arena bytes | "
-             "latency ms (x first) | training s (epochs run) |",
+             "latency ms (x first) | training s (epochs timed) |",
              "|---|---|---:|---:|---|---:|---:|---:|"]
     base = rows[0]["latency_ms"]
     for r in rows:
