@@ -16,7 +16,7 @@ MEDIAPIPE_VENV ?= .venv-mediapipe
 MEDIAPIPE ?= mediapipe==1.2.3
 
 .PHONY: install test test-fast train all ablation bench-train bench-data bench-datasets bench-front \
-  bench-byom bench-channels bench-onnx bench-sparse clean
+  front-builds bench-byom bench-channels bench-onnx bench-sparse clean
 
 install: $(VENV)/.installed
 
@@ -94,6 +94,11 @@ bench-channels: install
 # accuracy per byte of every committed build: their verified reports, latency measured here
 bench-front: install
 	$(BIN)/python -m edgefire.bench.front --out $(ARTIFACTS)/bench-front.json
+
+# each committed build by the one command that made it (bench/front.py COMMANDS): nothing runs
+# in a clone, where every stage is up to date; elsewhere they train for hours
+front-builds: install
+	$(BIN)/python -m edgefire.bench.front --make-builds --data $(CIFAR_JPEG)
 
 bench-sparse: install
 	$(BIN)/python -m edgefire.bench.sparse --out $(ARTIFACTS)/bench-sparse.json

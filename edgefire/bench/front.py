@@ -3,6 +3,7 @@ TFLite's bytes, top-1 with its 95% interval, TFLite Micro arena, LiteRT latency 
 reference's, and what its training cost here.
 
     python -m edgefire.bench.front --out artifacts/bench-front.json [FOLDER ...]
+    python -m edgefire.bench.front --make-builds [--dry-run] --data DIR   # `make front-builds`
 
 The folders (default: `artifacts` and every build under `artifacts/variants`) are finished
 builds: top-1, its interval and the arena are their verify's, read from report.json once the
@@ -16,6 +17,8 @@ resumed ones included; records from before edgefire kept it hold their last run'
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 from edgefire import artifacts, layout, records, report
@@ -24,6 +27,36 @@ from edgefire.errors import EdgefireError
 
 TARGETS = ((100_000, 0.85, "MLPerf Tiny: 85% at 100,000 B"),
            (500_000, 0.89, "AlexNet-level: 89% at 500,000 B"))
+
+# Each committed build and the one command that made it, `edgefire build --quantize int8`
+# with these options, `--data` and `--artifacts`: `make front-builds` runs them. In a clone
+# every stage is up to date and nothing runs (a test says so); elsewhere they train (hours:
+# docs/results.md says how many).
+COMMANDS = {
+    "artifacts": "--npu ethos-u55-128",
+    "artifacts/variants/channels_100k":
+        "--prune channels --target-bytes 100000 --channel-allocation sensitivity --distill "
+        "--prune-epochs 64 --prune-learning-rate 0.04 --micro-images 0",
+    "artifacts/variants/resnet20": "--arch resnet20 --epochs 100 --sparsity 0",
+}
+
+
+def build_command(folder: str, data: Path, artifacts_folder: Path | None = None) -> list[str]:
+    """The edgefire arguments that make the committed build `folder` (into another folder)."""
+    return ["build", "--quantize", "int8", *COMMANDS[folder].split(), "--data", str(data),
+            "--artifacts", str(artifacts_folder or folder)]
+
+
+def make_builds(data: Path, dry_run: bool) -> int:
+    """Run each committed build's command, in order; the first failure's exit code."""
+    for folder in COMMANDS:
+        command = [sys.executable, "-m", "edgefire.cli", *build_command(folder, data)]
+        print("$ edgefire " + " ".join(command[3:]) + (" --dry-run" if dry_run else ""),
+              flush=True)
+        code = subprocess.run(command + (["--dry-run"] if dry_run else [])).returncode
+        if code:
+            return code
+    return 0
 
 
 def committed_builds(root: Path = Path("artifacts")) -> list[Path]:
@@ -115,7 +148,14 @@ def main(argv=None) -> int:
     parser.add_argument("folders", nargs="*", type=Path, help="Finished builds (default: "
                         "artifacts and artifacts/variants/*); the first is the latency base.")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench-front.json"))
+    parser.add_argument("--make-builds", action="store_true", help="Instead: run each "
+                        "committed build's command (COMMANDS), which finds a clone's up to date")
+    parser.add_argument("--dry-run", action="store_true", help="With --make-builds: say what "
+                        "each would run")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-jpeg"))
     args = parser.parse_args(argv)
+    if args.make_builds:
+        return make_builds(args.data, args.dry_run)
     rows, left_out = [], []
     for folder in args.folders or committed_builds():
         try:
