@@ -41,10 +41,10 @@ COMMANDS = {
 }
 
 
-def build_command(folder: str, data: Path, artifacts_folder: Path | None = None) -> list[str]:
-    """The edgefire arguments that make the committed build `folder` (into another folder)."""
+def build_command(folder: str, data: Path) -> list[str]:
+    """The edgefire arguments that make the committed build `folder`, from the repo's root."""
     return ["build", "--quantize", "int8", *COMMANDS[folder].split(), "--data", str(data),
-            "--artifacts", str(artifacts_folder or folder)]
+            "--artifacts", folder]
 
 
 def make_builds(data: Path, dry_run: bool) -> int:
