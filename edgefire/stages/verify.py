@@ -241,14 +241,53 @@ def run(config: VerifyConfig, folder: Path, context: Context = DEFAULT) -> dict:
     pack, pack_gates = firmware(folder, exported.pack, config)
     if config.npu:
         check_npu(quantized)
-    names = list(precisions)
     trained = records.train(folder)
+    source, dataset = load_test_split(trained, context)
+    rows = measured_rows(folder, precisions, trained, dataset, config)
+    result = {
+        "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "edgefire_version": VERSION,
+        "dataset": {"source": source, "name": Path(source).name or source,
+                    "test_images": int(len(dataset.y_test))},
+        "input": trained.contract.to_json(),
+        "classes": list(trained.classes),
+        "target_bytes": config.max_bytes, "reference": reference,
+        **network_size(folder / reference),
+        "gates": gates(rows, gated, config) + pack_gates, "artifacts": rows}
+    if pack:
+        result["mcu"] = pack
+    npu_files = {}
+    if config.npu:
+        npu_files, result["npu"] = npu.compile_model(folder / quantized.artifact, config.npu)
+    result.update(quantization_notes(quantized))
+    result["passed"] = all(g["passed"] for g in result["gates"])
+    result["learned"] = learned(rows[0]["accuracy"], len(trained.classes),
+                                len(dataset.y_test), trained.rest.get("epochs_run"))
+    if not result["learned"]["above_chance"]:
+        print(f"! warning: {report.chance_line(result)}", flush=True)
+    write_report(folder, result, npu_files, [folder / n for n in precisions], asked)
+    failed = [g for g in result["gates"] if not g["passed"]]
+    if failed:
+        raise GateFailed("; ".join(report.describe_failure(g) for g in failed))
+    return result
+
+
+def load_test_split(trained: records.TrainRecord, context: Context):
+    """The data source (where it is now, if the context says) and its decoded dataset, whose
+    classes must be the model's."""
     source = data.recorded_source(trained, context.data)
-    contract = trained.contract
-    dataset = data.load(source, contract.size)
+    dataset = data.load(source, trained.contract.size)
     if tuple(dataset.classes) != trained.classes:
         raise EdgefireError(f"{source}: classes {list(dataset.classes)} differ from the "
                             f"model's {list(trained.classes)}")
+    return source, dataset
+
+
+def measured_rows(folder: Path, precisions: dict, trained: records.TrainRecord, dataset,
+                  config: VerifyConfig) -> list[dict]:
+    """A row per file, in its native runtime and every other that takes it (its agreement
+    with the float reference, the first row), then the given ONNX file's if there is one."""
+    contract = trained.contract
     rows = [measure(folder / name, precision, dataset.x_test, dataset.y_test, config,
                     contract, len(dataset.classes)) for name, precision in precisions.items()]
     given = given_onnx_row(trained, dataset, config)
@@ -262,32 +301,26 @@ def run(config: VerifyConfig, folder: Path, context: Context = DEFAULT) -> dict:
         rows.append(given)
     for row in rows:
         del row["_predicted"]
-    result = {
-        "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "edgefire_version": VERSION,
-        "dataset": {"source": source, "name": Path(source).name or source,
-                    "test_images": int(len(dataset.y_test))},
-        "input": contract.to_json(),
-        "classes": list(trained.classes),
-        "target_bytes": config.max_bytes, "reference": reference,
-        **network_size(folder / reference),
-        "gates": gates(rows, gated, config) + pack_gates, "artifacts": rows}
-    if pack:
-        result["mcu"] = pack
-    npu_files = {}
-    if config.npu:
-        npu_files, result["npu"] = npu.compile_model(folder / quantized.artifact, config.npu)
+    return rows
+
+
+def quantization_notes(quantized) -> dict:
+    """What quantize found that the report shows: the fallback's attempts and the layers of
+    largest int8 error."""
+    notes = {}
     if quantized.rest.get("fallback"):
-        result["fallback"] = quantized.rest["fallback"]
+        notes["fallback"] = quantized.rest["fallback"]
     layer_error = quantized.rest.get("layer_error")
     if layer_error:
-        result["layer_error"] = {**layer_error,
-                                 "layers": layer_error.get("layers", [])[:quant_error.SHOWN]}
-    result["passed"] = all(g["passed"] for g in result["gates"])
-    result["learned"] = learned(rows[0]["accuracy"], len(trained.classes),
-                                len(dataset.y_test), trained.rest.get("epochs_run"))
-    if not result["learned"]["above_chance"]:
-        print(f"! warning: {report.chance_line(result)}", flush=True)
+        notes["layer_error"] = {**layer_error,
+                                "layers": layer_error.get("layers", [])[:quant_error.SHOWN]}
+    return notes
+
+
+def write_report(folder: Path, result: dict, npu_files: dict, inputs: list[Path],
+                 asked: dict) -> None:
+    """The reports and Vela's files, together, then the stage's record: a failed verify is
+    recorded (compare can check its report) but never "up to date"."""
     npu_paths = [folder / npu.FOLDER / name for name in npu_files]
     if npu_files:
         (folder / npu.FOLDER).mkdir(exist_ok=True)
@@ -295,13 +328,8 @@ def run(config: VerifyConfig, folder: Path, context: Context = DEFAULT) -> dict:
         report.write(folder, result)
         for path in npu_paths:
             artifacts.write_bytes(path, npu_files[path.name])
-    # a failed verify is recorded (compare can check its report) but never "up to date"
     artifacts.record_stage(folder, "verify", [*(folder / n for n in report.OUTPUTS), *npu_paths],
-                           [folder / n for n in names], asked, passed=result["passed"])
-    failed = [g for g in result["gates"] if not g["passed"]]
-    if failed:
-        raise GateFailed("; ".join(report.describe_failure(g) for g in failed))
-    return result
+                           inputs, asked, passed=result["passed"])
 
 
 def summary(result: dict, folder: Path) -> str:
