@@ -89,3 +89,28 @@ def operators(tflite: bytes, float_only: bool = False) -> list[str]:
 
 def builtin_code(name: str) -> int:
     return getattr(schema().BuiltinOperator, name)
+
+
+def byte_breakdown(tflite: bytes) -> dict[str, int]:
+    """Where a `.tflite`'s bytes go: the tensors' data (weights, biases), their quantization
+    parameters (per channel: a float32 scale and an int64 zero point each, as the schema
+    stores them), tensor names, metadata (labels, normalization), and the rest: the
+    flatbuffer's tables (operators, shapes, offsets, alignment)."""
+    model = schema().Model.GetRootAsModel(tflite, 0)
+    metadata = {model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    used, parameters, names = set(), 0, 0
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            used.add(tensor.Buffer())
+            names += len(tensor.Name() or b"")
+            q = tensor.Quantization()
+            if q is not None:
+                parameters += 4 * (q.ScaleLength() + q.MinLength() + q.MaxLength()) + \
+                    8 * q.ZeroPointLength()
+    data = sum(model.Buffers(b).DataLength() for b in used - metadata)
+    meta = sum(model.Buffers(b).DataLength() for b in metadata)
+    parts = {"tensor_data": data, "quantization_parameters": parameters, "names": names,
+             "metadata": meta}
+    return {**parts, "tables": len(tflite) - sum(parts.values())}

@@ -153,8 +153,10 @@ def test_firmware_gates_and_npu_estimates_are_measured_and_reported(built, copy_
     assert not arena["passed"] and flash["passed"]
     assert arena["value"] == report["mcu"]["arena_measured_bytes"]
     assert flash["value"] == (folder / MODEL).stat().st_size
+    assert sum(report["mcu"]["flash_model_parts"].values()) == flash["value"]
     markdown = (folder / "report.md").read_text()
     assert "Firmware pack `mcu/`" in markdown and "Vela's estimates, not measurements" in markdown
+    assert f"The model's {flash['value']:,} bytes: tensor data (weights, biases)" in markdown
     estimate = report["npu"]
     assert estimate["target"] == "ethos-u55-128" and estimate["clock_mhz"] == 500
     assert estimate["cycles"] > 0 and estimate["sram_bytes"] > 0

@@ -50,3 +50,19 @@ def test_the_metadata_attached_file_has_short_names():
     attached = metadata.attach(converted, "squeezenet", ["a", "b"], InputContract())
     names = [t.name for t in tflite_file.unpack(attached).subgraphs[0].tensors]
     assert not any(b";" in n for n in names)
+
+
+def test_the_byte_breakdown_adds_up_and_agrees_with_the_interpreter():
+    """The committed ResNet-8's int8 file: its parts sum to its size; its quantization
+    parameters and names are what LiteRT reads from it; its data holds every weight."""
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "artifacts" / "variants" / "resnet8" / "resnet8_int8.tflite"
+    parts = tflite_file.byte_breakdown(path.read_bytes())
+    assert sum(parts.values()) == path.stat().st_size and min(parts.values()) > 0
+    details = litert.interpreter(path).get_tensor_details()
+    assert parts["quantization_parameters"] == sum(
+        4 * len(d["quantization_parameters"]["scales"])
+        + 8 * len(d["quantization_parameters"]["zero_points"]) for d in details)
+    assert parts["names"] == sum(len(d["name"].encode()) for d in details)
+    assert parts["tensor_data"] > 77_706  # its parameters, batch norm folded: int8, int32 biases

@@ -127,7 +127,21 @@ def firmware_lines(pack: dict | None) -> list[str]:
             f"plus a margin); flash {model:,} bytes of model, plus TFLite Micro's core runtime, "
             f"about {pack['runtime_flash_estimate_bytes']:,} bytes on a Cortex-M3 (its "
             "documentation's estimate, not measured here) and the kernels of "
-            f"{', '.join(pack['operators'])}{in_float}"]
+            f"{', '.join(pack['operators'])}{in_float}", *model_parts(pack)]
+
+
+def model_parts(pack: dict) -> list[str]:
+    """Where the model's flash goes (`tflite_file.byte_breakdown`), for reports that have it."""
+    parts = pack.get("flash_model_parts")
+    if not parts:
+        return []
+    share = {name: f"{parts[name]:,} ({parts[name] / pack['flash_model_bytes']:.1%})"
+             for name in parts}
+    return [f"- The model's {pack['flash_model_bytes']:,} bytes: tensor data (weights, biases) "
+            f"{share['tensor_data']}, quantization parameters (per channel, a float32 scale "
+            f"and an int64 zero point) {share['quantization_parameters']}, tensor names "
+            f"{share['names']}, metadata {share['metadata']}, flatbuffer tables "
+            f"{share['tables']}"]
 
 
 def fallback_summary(record: dict) -> str:

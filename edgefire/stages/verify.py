@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefire import artifacts, data, formats, layout, npu, records, report, runtimes
+from edgefire import artifacts, data, formats, layout, npu, records, report, runtimes, tflite_file
 from edgefire.config import TARGET_BYTES, VerifyConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, GateFailed
@@ -185,9 +185,11 @@ def firmware(folder: Path, pack: dict, config: VerifyConfig) -> tuple[dict | Non
                                 f"({pack.get('skipped', 'built before the pack existed')})")
         return None, []
     model, arena = pack["model"], pack["arena_measured_bytes"]
-    flash = (folder / model).stat().st_size
+    content = (folder / model).read_bytes()
+    flash = len(content)
     summary = {"model": model, "arena_measured_bytes": arena, "arena_bytes": pack["arena_bytes"],
                "operators": pack["operators"], "flash_model_bytes": flash,
+               "flash_model_parts": tflite_file.byte_breakdown(content),
                "float_operators": pack.get("float_operators", []),
                "runtime_flash_estimate_bytes": MICRO_RUNTIME_BYTES}
     found = []
