@@ -130,9 +130,21 @@ def _run_stages(plan: Plan, folder: Path, echo) -> dict:
         echo(f"< {stage.name} done in {seconds:.0f} s")
         log["stages"][stage.name] = {"status": "ran", "seconds": seconds}
     log["seconds"] = round(time.perf_counter() - start, 1)
-    artifacts.write_json(folder / layout.BUILD_LOG, log)
-    artifacts.record_stage(folder, "build", [folder / layout.BUILD_LOG], [], {})
+    if any(s["status"] == "ran" for s in log["stages"].values()) or not _has_build_log(folder):
+        artifacts.write_json(folder / layout.BUILD_LOG, log)
+        artifacts.record_stage(folder, "build", [folder / layout.BUILD_LOG], [], {})
+    else:  # an up-to-date folder is left as it was, byte for byte
+        echo(f"= nothing ran: {layout.BUILD_LOG} still logs the build that made these files")
     return report.load(folder)  # verify's, whether it ran now or was up to date
+
+
+def _has_build_log(folder: Path) -> bool:
+    """The manifest records a build log and its bytes still match."""
+    try:
+        artifacts.artifact_path(folder, layout.BUILD_LOG, "build")
+    except EdgefireError:
+        return False
+    return True
 
 
 def training_needed(plan: Plan, folder: Path) -> bool:

@@ -160,10 +160,15 @@ def test_compare_of_a_folder_without_a_build_says_what_is_missing(tmp_path):
                                     "not found (run `edgefire train` first)"
 
 
-def test_second_build_is_up_to_date(built, image_folder):
+def test_second_build_is_up_to_date_and_leaves_the_folder_as_it_was(built, image_folder):
+    before = {p: p.read_bytes() for p in built.rglob("*") if p.is_file()}
     result = invoke(*BUILD, "--data", str(image_folder), "--artifacts", str(built))
     assert result.exit_code == 0, result.output
-    assert set(stage_status(built).values()) == {"up to date"}
+    assert result.output.count(": up to date") == 5, result.output
+    assert "= nothing ran: build.json still logs the build that made these files" \
+        in result.output
+    assert {p: p.read_bytes() for p in built.rglob("*") if p.is_file()} == before
+    assert set(stage_status(built).values()) == {"ran"}  # the log of the build that made it
 
 
 def test_a_changed_dataset_trains_again_and_a_moved_one_does_not(built, image_folder,
