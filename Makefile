@@ -36,10 +36,11 @@ $(MEDIAPIPE_VENV)/.installed:
 	touch $@
 
 # one pytest worker per CPU (-n auto): most of a test's time is single-threaded TensorFlow
-# set-up and conversion, so two workers on two cores finish sooner than one
+# set-up and conversion, so two workers on two cores finish sooner than one; the 15 slowest
+# are listed, so a CI log shows where its minutes went
 test: install $(MEDIAPIPE_VENV)/.installed
 	$(BIN)/ruff check edgefire tests
-	$(BIN)/pytest -q -n auto --dist worksteal
+	$(BIN)/pytest -q -n auto --dist worksteal --durations=15
 
 # everything but the end-to-end builds (tests marked slow): a few minutes
 test-fast: install
