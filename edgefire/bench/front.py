@@ -37,6 +37,7 @@ COMMANDS = {
     "artifacts/variants/channels_100k":
         "--prune channels --target-bytes 100000 --channel-allocation sensitivity --distill "
         "--prune-epochs 64 --prune-learning-rate 0.04 --micro-images 0",
+    "artifacts/variants/resnet8": "--arch resnet8 --epochs 60 --sparsity 0",
     "artifacts/variants/resnet20": "--arch resnet20 --epochs 100 --sparsity 0",
     "artifacts/variants/resnet8_distilled":
         "--arch resnet8 --teacher artifacts/variants/resnet20 --epochs 150 --sparsity 0",
