@@ -112,6 +112,9 @@ class TrainConfig:
     weight_decay: float | None = None  # L2 coefficient on kernels; None: OPTIMIZERS
     batch_norm: bool = True  # training only: folded into the convolutions before export
     augment: bool = True  # random crop (pad 4) and horizontal flip, in the tf.data graph
+    # mixup's Beta(alpha, alpha) after crop and flip, 0 = none (fitting.mixup); with a
+    # teacher, the teacher scores the mixed images. Off until it measurably helps: docs/results.md
+    mixup: float = 0.0
     val_size: int = 5000  # carved out of train, seeded and class-balanced
     seed: int = option(0, "Seed of splits, shuffles and init.")
     limit: int | None = option(None, "Train on a class-balanced subset of N images (smoke "
@@ -179,6 +182,7 @@ class TrainConfig:
         in_range(self.label_smoothing, 0, 1, "label_smoothing", high_open=True)
         in_range(self.dropout, 0, 1, "--dropout", high_open=True)
         in_range(self.weight_decay, 0, None, "weight_decay")
+        in_range(self.mixup, 0, None, "mixup")
         in_range(self.val_size, 1, None, "val_size")
         in_range(self.seed, 0, MAX_SEED, "--seed")
         in_range(self.limit, 2, None, "--limit")

@@ -131,6 +131,79 @@ def test_training_batches_are_a_permutation_per_epoch_and_resume_exactly():
     assert not np.array_equal(_batches(0, 1, seed=1)[0][1], run[0][1])
 
 
+def test_mixup_blends_each_image_and_its_label_with_the_mirror_images_alike():
+    from edgefire.contract import InputContract
+    from edgefire.stages.fitting import training_dataset
+
+    x = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    plain = training_dataset(x, np.arange(20), 8, 0, 0, False, InputContract())
+    mixed = training_dataset(x, np.arange(20), 8, 0, 0, False, InputContract(), mix=1.0)
+    drawn = []
+    for (images, labels), (blend, targets) in zip(plain.take(3), mixed.take(3), strict=True):
+        images, labels, targets = images.numpy(), labels.numpy(), targets.numpy()
+        assert targets.shape == (len(labels), 20)  # one weight per class
+        np.testing.assert_allclose(targets.sum(axis=1), 1, atol=1e-6)
+        rows = np.arange(len(labels))
+        weight = targets[rows, labels]
+        np.testing.assert_allclose(targets[rows, labels[::-1]], 1 - weight, atol=1e-6)
+        np.testing.assert_allclose(blend.numpy(), weight[:, None, None, None] * images
+                                   + (1 - weight[:, None, None, None]) * images[::-1],
+                                   atol=1e-5)
+        drawn.extend(weight)
+    assert 0 < min(drawn) and max(drawn) < 1 and np.std(drawn) > 0.1  # Beta(1, 1) draws
+    resumed = training_dataset(x, np.arange(20), 8, 0, 2, False, InputContract(), mix=1.0)
+    again = training_dataset(x, np.arange(20), 8, 0, 0, False, InputContract(), mix=1.0)
+    for a, b in zip(list(again.take(9))[6:], resumed.take(3), strict=True):  # epoch 3 alike
+        assert all(np.array_equal(p.numpy(), q.numpy()) for p, q in zip(a, b, strict=True))
+
+
+def test_the_loss_of_label_weights_is_the_weighted_loss_of_their_labels():
+    import tensorflow as tf
+
+    from edgefire.stages.fitting import Distillation, compile_model
+    from edgefire.tfenv import keras
+
+    model = keras().Sequential([keras().Input(shape=(4,)),
+                                keras().layers.Dense(3, activation="softmax")])
+    compile_model(model, 0.1, 0.1, "sgd", Distillation(0.9, 4.0))
+    rng = np.random.default_rng(0)
+    scores, teacher = (tf.nn.softmax(rng.normal(size=(4, 3)).astype("float32"))
+                       for _ in range(2))
+    a, b = np.array([0, 1, 2, 0]), np.array([1, 1, 0, 2])
+    w = np.array([0.3, 0.5, 0.9, 1.0], dtype="float32")[:, None]
+    blend = w * np.eye(3, dtype="float32")[a] + (1 - w) * np.eye(3, dtype="float32")[b]
+
+    def loss(*targets):
+        return model.loss(tf.concat(targets, axis=1), scores).numpy()
+
+    def label(y):
+        return y[:, None].astype("float32")
+
+    np.testing.assert_allclose(loss(blend), w[:, 0] * loss(label(a))
+                               + (1 - w[:, 0]) * loss(label(b)), rtol=1e-5)
+    np.testing.assert_allclose(loss(blend, teacher), w[:, 0] * loss(label(a), teacher)
+                               + (1 - w[:, 0]) * loss(label(b), teacher), rtol=1e-5)
+    assert not np.allclose(loss(blend, teacher), loss(blend))  # the teacher's scores count
+
+
+def test_mixup_trains_with_a_teacher_from_a_config_file_and_is_recorded(trained_folder,
+                                                                        image_folder,
+                                                                        tmp_path):
+    from edgefire import artifacts
+
+    config = tmp_path / "mixup.toml"
+    config.write_text("[train]\nmixup = 0.4\n")
+    out = tmp_path / "mixed"
+    args = ["--teacher", str(trained_folder), "--data", str(image_folder), "--epochs", "1",
+            "--batch-size", "32", "--artifacts", str(out)]
+    result = CliRunner().invoke(app, ["train", "--config", str(config), *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "train.json").read_text())["config"]["mixup"] == 0.4
+    assert artifacts.load_manifest(out)["stages"]["train"]["config"]["mixup"] == 0.4
+    plain = CliRunner().invoke(app, ["build", *args, "--sparsity", "0", "--dry-run"])
+    assert "> train: would run (changed: mixup 0.4 -> unset)" in plain.output, plain.output
+
+
 def test_train_writes_a_reloadable_model_history_plot_and_metadata(trained_folder,
                                                                     image_folder):
     from edgefire import data

@@ -42,17 +42,34 @@ def augment(images, seed, size: int):
     return tf.image.crop_and_resize(padded, boxes, tf.range(n), [size, size], method="nearest")
 
 
+def mixup(images, labels, seed, alpha: float):
+    """Mixup (Zhang et al. 2018): each image and its one-hot label blended with the batch's
+    mirror image (the batch is already in random order) at a weight drawn from Beta(alpha,
+    alpha), one draw per image."""
+    tf = tensorflow()
+    n = tf.shape(images)[0]
+    draws = [tf.random.stateless_gamma([n], seed + k, alpha) for k in (0, 1)]
+    weight = draws[0] / tf.maximum(draws[0] + draws[1], 1e-12)
+    images = (weight[:, None, None, None] * images
+              + (1 - weight[:, None, None, None]) * tf.reverse(images, axis=[0]))
+    labels = weight[:, None] * labels + (1 - weight[:, None]) * tf.reverse(labels, axis=[0])
+    return images, labels
+
+
 def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augmented: bool,
-                     contract: InputContract, teacher=None):
+                     contract: InputContract, teacher=None, mix: float = 0.0):
     """Endless batches, epoch after epoch from `first_epoch`: each a (seed, epoch) permutation,
-    augmented in the graph, prefetched. With a `teacher` model each target is the label
-    followed by the teacher's scores for the same augmented image (see `compile_model`).
+    augmented in the graph, prefetched. Targets are labels; with `mix` (mixup's alpha) the
+    images are blended and each target is the label weights (one per class). With a
+    `teacher` model the target is followed by the teacher's scores for the same augmented
+    image (see `compile_model`).
 
     One dataset and one `fit` for the whole run: a dataset and a `fit` per epoch stalled
     about 23 s before each epoch on CIFAR-10 here (a third of the training time).
     """
     tf = tensorflow()
     images, labels, n = tf.constant(x), tf.constant(y), len(y)
+    classes = int(np.max(y)) + 1 if mix else 0
 
     def epoch_batches(epoch):
         order = tf.random.experimental.stateless_shuffle(
@@ -65,9 +82,12 @@ def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augment
                 batch = augment(batch, tf.stack([tf.constant(seed * 100_003, tf.int64) + epoch,
                                                  i * 2]), contract.size)
             target = tf.gather(labels, index)
+            if mix:
+                batch, target = mixup(batch, tf.one_hot(target, classes), tf.stack(
+                    [tf.constant(seed * 100_019, tf.int64) + epoch, i * 2]), mix)
             if teacher is not None:
-                target = tf.concat([tf.cast(target[:, None], tf.float32),
-                                    teacher(batch, training=False)], axis=1)
+                first = target if mix else tf.cast(target[:, None], tf.float32)
+                target = tf.concat([first, teacher(batch, training=False)], axis=1)
             return batch, target
 
         return batches.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -134,10 +154,10 @@ def compile_model(model, learning_rate, label_smoothing: float, optimizer: str =
                   distill: Distillation | None = None):
     """Compile for sparse labels; smoothing needs one-hot targets, so the loss encodes them.
 
-    With `distill`, training targets carry a teacher's scores after the label (see
-    `training_dataset`; validation's are labels alone) and the loss mixes in their KL
-    divergence. Adam is the default for fine-tuning (pruning, QAT) at small rates; training
-    passes its own.
+    Training targets may be label weights (mixup) and may carry a teacher's scores after
+    them (see `training_dataset`; validation's are labels alone); with `distill` the loss
+    mixes in their KL divergence. Adam is the default for fine-tuning (pruning, QAT) at small
+    rates; training passes its own.
     """
     tf = tensorflow()
     classes = model.output_shape[-1]
@@ -145,19 +165,23 @@ def compile_model(model, learning_rate, label_smoothing: float, optimizer: str =
     cross_entropy = keras().losses.CategoricalCrossentropy(
         label_smoothing=label_smoothing, reduction=keras().losses.Reduction.NONE)
 
-    def with_teacher(y_true) -> bool:
-        return y_true.shape.rank == 2 and y_true.shape[-1] == classes + 1
+    def targets(y_true):
+        """(one weight per class, the teacher's scores or None) of a batch's targets: labels,
+        or mixup's label weights, either followed by a teacher's scores."""
+        width = y_true.shape[-1] if y_true.shape.rank == 2 else 1
+        scores = y_true[:, -classes:] if width in (classes + 1, 2 * classes) else None
+        labels = y_true[:, :width - classes] if scores is not None else y_true
+        if labels.shape.rank == 2 and labels.shape[-1] == classes:
+            return labels, scores
+        return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), classes), scores
 
     def loss(y_true, y_pred):
-        scores = y_true[:, 1:] if with_teacher(y_true) else None
-        y_true = y_true[:, 0] if scores is not None else y_true
-        labels = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), classes)
+        labels, scores = targets(y_true)
         hard = cross_entropy(labels, y_pred)
         return hard if scores is None or distill is None else distill.loss(hard, scores, y_pred)
 
-    def accuracy(y_true, y_pred):
-        labels = y_true[:, :1] if with_teacher(y_true) else y_true
-        return keras().metrics.sparse_categorical_accuracy(labels, y_pred)
+    def accuracy(y_true, y_pred):  # of a mixed image: its larger part's class
+        return keras().metrics.categorical_accuracy(targets(y_true)[0], y_pred)
 
     model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss,
                   metrics=[keras().metrics.MeanMetricWrapper(accuracy, name="accuracy")])
@@ -352,7 +376,7 @@ def _fit(model, splits: data.Splits, folder: Path, stage: str, config: dict,
     # continues exactly where it stopped, and the moments re-estimate within a few steps.
     model.optimizer.iterations.assign(done.epochs_run * steps)
     ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done.epochs_run,
-                          augmented, contract, teacher)
+                          augmented, contract, teacher, config.get("mixup", 0.0))
     try:
         model.fit(ds, epochs=epochs, initial_epoch=done.epochs_run, steps_per_epoch=steps,
                   verbose=1 if sys.stdout.isatty() else 2,  # a live bar, or a line an epoch

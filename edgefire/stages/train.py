@@ -57,7 +57,7 @@ def train_model(config: TrainConfig, splits: data.Splits, folder: Path,
     if config.teacher:
         with placement.strategy.scope():
             distilling = teacher.load(config.teacher, contract, splits.classes)
-    fit = fitting.fit_epochs(model, splits, folder, "train", as_dict(config), contract,
+    fit = fitting.fit_epochs(model, splits, folder, "train", fit_settings(config), contract,
                              compile_at, augmented=config.augment, placement=placement,
                              teacher=distilling)
     return (model if given else _deployable(model, config)), fit
@@ -78,11 +78,20 @@ def train_head_alone(model, config: TrainConfig, splits: data.Splits, folder: Pa
                                                             config.head_epochs * steps)
         fitting.compile_model(model, schedule, config.label_smoothing, config.optimizer)
 
-    head_config = {**as_dict(config), "epochs": config.head_epochs}
+    head_config = {**fit_settings(config), "epochs": config.head_epochs}
     fitting.fit_epochs(model, splits, folder, "head", head_config, contract, compile_at,
                        augmented=config.augment, placement=placement)
     for layer in body:
         layer.trainable = True
+
+
+def fit_settings(config: TrainConfig) -> dict:
+    """The settings a checkpoint is made with; mixup unset is left out, as before it existed,
+    so that a run started then still resumes."""
+    settings = as_dict(config)
+    if not config.mixup:
+        del settings["mixup"]
+    return settings
 
 
 def build_training_model(config: TrainConfig, splits: data.Splits):
@@ -180,6 +189,8 @@ def recorded(config: TrainConfig, context: Context = DEFAULT) -> dict:
     else:  # no teacher: recorded as before distillation existed, so those builds stay current
         for key in ("teacher", "distill_weight", "distill_temperature"):
             del fields[key]
+    if not config.mixup:  # likewise as before mixup existed
+        del fields["mixup"]
     return fields
 
 
