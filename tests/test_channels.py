@@ -62,6 +62,23 @@ def test_parameters_are_counted_without_building_the_thinner_model(arch):
         assert channels.parameters(model, plan) == channels.thin(model, plan).count_params()
 
 
+def assert_muting_computes_the_thinner_model(model, plan):
+    muted = keras().models.clone_model(model)
+    muted.set_weights(model.get_weights())
+    channels.mute(muted, plan)
+    expected = channels.thin(model, plan).predict(IMAGES, verbose=0)
+    np.testing.assert_allclose(muted.predict(IMAGES, verbose=0), expected, atol=1e-6)
+    assert np.abs(model.predict(IMAGES, verbose=0) - expected).max() > 1e-5  # it thinned
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+def test_muting_the_removed_channels_computes_what_the_thinner_model_does(arch):
+    model = trained_like(arch)
+    found = channels.units(model)
+    ratios = {unit.members: (0.125, 0.5, 0.75)[i % 3] for i, unit in enumerate(found)}
+    assert_muting_computes_the_thinner_model(model, channels.plan(model, 0.0, ratios, found))
+
+
 def test_reference_thinned_by_half_has_the_parameters_counted_by_hand():
     folded = models.build("squeezenet")  # no batch norm: kernels and biases only
     plan = channels.plan(folded, 0.5)
@@ -149,6 +166,7 @@ def test_a_users_residual_model_prunes_its_block_and_shortcut_together():
     thin = channels.thin(model, plan)
     assert thin.get_layer("head").input_shape == (None, 8) and thin.output_shape == (None, 5)
     assert thin.count_params() < model.count_params() / 2
+    assert_muting_computes_the_thinner_model(model, plan)  # the dense head's inputs too
 
 
 def test_distillation_adds_only_the_divergence_from_the_teachers_scores():

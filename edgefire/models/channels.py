@@ -243,6 +243,23 @@ def thin(model, chosen: Plan):
     return thinner
 
 
+def mute(model, chosen: Plan) -> None:
+    """Make `model` compute what `thin(model, chosen)` does, in place, without rebuilding it:
+    each layer that mixes channels (a convolution, a dense layer) gets zero weights on the
+    input channels thinning would slice away. The removed channels still flow through the
+    layers that keep channels apart (activations, batch norm, pooling, joins), but no layer
+    reads them any more."""
+    for layer, _, ins, _ in _flow(model, chosen):
+        kind = type(layer).__name__
+        if kind not in ("Conv2D", "Dense") or getattr(layer, "groups", 1) > 1:
+            continue
+        width = int(layer.input_shape[-1])
+        if len(ins) < width:
+            kernel, *rest = layer.get_weights()
+            kernel[..., np.setdiff1d(np.arange(width), ins), :] = 0
+            layer.set_weights([kernel, *rest])
+
+
 def _sliced(layer, ins: list[int], out: list[int]) -> list[np.ndarray]:
     """`layer`'s weights for the kept input channels `ins` and output channels `out`."""
     kind, weights = type(layer).__name__, layer.get_weights()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgefire.models import channels
+from edgefire.tfenv import keras
 
 LEVELS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # fractions of a unit's filters removed
 IMAGES = 2000  # validation images each measurement uses: enough to rank, fast to run
@@ -86,16 +87,23 @@ class Sensitivity:
 
 
 def measure(model, x: np.ndarray, y: np.ndarray, accuracy) -> Sensitivity:
-    """Each unit of `model` thinned alone to each level; `accuracy(model, x, y)` scores it."""
+    """Each unit of `model` thinned alone to each level; `accuracy(model, x, y)` scores it.
+
+    A copy of the model is muted (`channels.mute`) rather than each thinner model built: the
+    same function, and a rebuild cost more than scoring 2,000 images (0.7 s a model here).
+    """
     x, y = x[:IMAGES], y[:IMAGES]
     base, total = accuracy(model, x, y), int(model.count_params())
+    weights, muted = model.get_weights(), keras().models.clone_model(model)
     steps = {}
     found = channels.units(model)
     for unit in found:
         rows = [Step(0.0, base, 0)]
         for level in LEVELS:
-            thinner = channels.thin(model, channels.plan(model, 0.0, {unit.members: level},
-                                                         found))
-            rows.append(Step(level, accuracy(thinner, x, y), total - int(thinner.count_params())))
+            chosen = channels.plan(model, 0.0, {unit.members: level}, found)
+            muted.set_weights(weights)
+            channels.mute(muted, chosen)
+            rows.append(Step(level, accuracy(muted, x, y),
+                             total - channels.parameters(model, chosen)))
         steps[unit.members] = rows
     return Sensitivity(steps, total)
