@@ -41,6 +41,7 @@ COMMANDS = {
     "artifacts/variants/resnet20": "--arch resnet20 --epochs 100 --sparsity 0",
     "artifacts/variants/resnet8_distilled":
         "--arch resnet8 --teacher artifacts/variants/resnet20 --epochs 150 --sparsity 0",
+    "artifacts/variants/resnet8_150": "--arch resnet8 --epochs 150 --sparsity 0",
 }
 
 
