@@ -57,19 +57,20 @@ def mixup(images, labels, seed, alpha: float):
 
 
 def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augmented: bool,
-                     contract: InputContract, teacher=None, mix: float = 0.0):
+                     contract: InputContract, teacher=None, mix: float = 0.0,
+                     classes: int | None = None):
     """Endless batches, epoch after epoch from `first_epoch`: each a (seed, epoch) permutation,
     augmented in the graph, prefetched. Targets are labels; with `mix` (mixup's alpha) the
-    images are blended and each target is the label weights (one per class). With a
-    `teacher` model the target is followed by the teacher's scores for the same augmented
-    image (see `compile_model`).
+    images are blended and each target is the label weights, one per class of the model
+    (`classes`; default: the labels' own). With a `teacher` model the target is followed by
+    the teacher's scores for the same augmented image (see `compile_model`).
 
     One dataset and one `fit` for the whole run: a dataset and a `fit` per epoch stalled
     about 23 s before each epoch on CIFAR-10 here (a third of the training time).
     """
     tf = tensorflow()
     images, labels, n = tf.constant(x), tf.constant(y), len(y)
-    classes = int(np.max(y)) + 1 if mix else 0
+    classes = classes or int(np.max(y)) + 1
 
     def epoch_batches(epoch):
         order = tf.random.experimental.stateless_shuffle(
@@ -376,7 +377,8 @@ def _fit(model, splits: data.Splits, folder: Path, stage: str, config: dict,
     # continues exactly where it stopped, and the moments re-estimate within a few steps.
     model.optimizer.iterations.assign(done.epochs_run * steps)
     ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done.epochs_run,
-                          augmented, contract, teacher, config.get("mixup", 0.0))
+                          augmented, contract, teacher, config.get("mixup", 0.0),
+                          model.output_shape[-1])
     try:
         model.fit(ds, epochs=epochs, initial_epoch=done.epochs_run, steps_per_epoch=steps,
                   verbose=1 if sys.stdout.isatty() else 2,  # a live bar, or a line an epoch

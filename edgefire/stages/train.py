@@ -176,7 +176,7 @@ def recorded(config: TrainConfig, context: Context = DEFAULT) -> dict:
     a changed dataset (a class or an image added, a file replaced) trains again."""
     from edgefire.models import given as given_model
 
-    fields = {**as_dict(config), "data_fingerprint": data.source_fingerprint(config.data)}
+    fields = {**fit_settings(config), "data_fingerprint": data.source_fingerprint(config.data)}
     if config.data != "cifar10":  # the data is its fingerprint: a moved checkout is the same
         del fields["data"]
     if config.model:  # the file's bytes: a changed model trains (and everything after) again
@@ -189,8 +189,6 @@ def recorded(config: TrainConfig, context: Context = DEFAULT) -> dict:
     else:  # no teacher: recorded as before distillation existed, so those builds stay current
         for key in ("teacher", "distill_weight", "distill_temperature"):
             del fields[key]
-    if not config.mixup:  # likewise as before mixup existed
-        del fields["mixup"]
     return fields
 
 
