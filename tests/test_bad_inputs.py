@@ -100,6 +100,7 @@ CASES = [
     ("dropout 1", _no_setup, "train --dropout 1", 2, "--dropout must be >= 0 and < 1"),
     ("negative seed", _no_setup, "train --seed -1", 2, "--seed must be >= 0"),
     ("limit 1", _no_setup, "train --limit 1", 2, "--limit must be >= 2"),
+    ("validation 0", _no_setup, "train --val-size 0", 2, "--val-size must be >= 1"),
     ("unknown arch", _no_setup, "train --arch squeezenet33", 2, "did you mean 'squeezenet32'"),
     ("unknown optimizer", _no_setup, "train --optimizer adamw", 2, "did you mean 'adam'"),
     ("unknown distribute", _no_setup, "train --distribute mirror", 2, "did you mean 'mirrored'"),
