@@ -129,16 +129,16 @@ def chart(rows: list[dict], path: Path) -> None:
         low, high = r["top1_ci95"]
         top1 = r["top1"] * 100
         ax.errorbar(r["int8_bytes"] / 1000, top1, yerr=[[top1 - low * 100], [high * 100 - top1]],
-                    fmt="o", capsize=3)
-        ax.annotate(Path(r["build"]).name, (r["int8_bytes"] / 1000, top1), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+                    fmt="o", capsize=3, label=Path(r["build"]).name)
+    # builds of one size share an x: a legend, not labels beside the points, keeps them apart
+    ax.legend(loc="lower right", fontsize=8)
     for size, accuracy, label in TARGETS:
         ax.axvline(size / 1000, color="grey", linestyle=":")
         ax.plot([0, size / 1000], [accuracy * 100] * 2, color="tab:red", linestyle="--",
                 linewidth=1)
-        ax.annotate(label, (size / 1000, accuracy * 100), fontsize=7, ha="right",
-                    xytext=(-2, 3), textcoords="offset points", color="tab:red")
-    ax.set_xlim(0, 520)
+        ax.annotate(label, (size / 1000, accuracy * 100), fontsize=7, ha="left",
+                    xytext=(3, 3), textcoords="offset points", color="tab:red")
+    ax.set_xlim(0, 650)
     ax.set_xlabel("int8 TFLite (kB)")
     ax.set_ylabel("top-1 in LiteRT, CIFAR-10 test split (%)")
     ax.set_title("Accuracy per byte of the committed builds")
