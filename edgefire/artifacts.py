@@ -343,7 +343,7 @@ def why_stale(folder: Path, stage: str, inputs: list[Path], config: dict) -> str
     if record is None:
         return "it has not run here"
     if record["config"] != config:
-        return "changed: " + ", ".join(_changes(record["config"], config))
+        return "changed: " + ", ".join(setting_changes(record["config"], config))
     if not record.get("passed", True):
         return "its last run did not pass"
     try:
@@ -361,7 +361,7 @@ def why_stale(folder: Path, stage: str, inputs: list[Path], config: dict) -> str
     return None
 
 
-def _changes(before: dict, after: dict) -> list[str]:
+def setting_changes(before: dict, after: dict) -> list[str]:
     """`key: old -> new` for each recorded setting that differs."""
     def shown(settings: dict, key: str) -> str:  # a fingerprint's first characters tell
         text = json.dumps(settings[key]) if key in settings else "unset"

@@ -197,6 +197,17 @@ def test_a_damaged_checkpoint_is_discarded_and_training_starts_over(damage, kill
     assert meta["epochs_run"] == 4 and len(meta["history"]["loss"]) == 4
 
 
+def test_a_checkpoint_of_other_settings_is_named_and_training_starts_over(killed_training,
+                                                                         image_folder, copy_of):
+    folder = copy_of(killed_training)
+    args = [*KILLED_TRAIN[:-1], "16", "--data", str(image_folder), "--artifacts", str(folder)]
+    result = invoke(*args)  # the killed run's --batch-size 32, now 16
+    assert result.exit_code == 0, result.output
+    assert "train_checkpoint.*: made with other settings (batch_size 32 -> 16); train starts " \
+           "over" in result.output
+    assert "resuming" not in result.output and result.output.count("Epoch ") == 4
+
+
 def test_diverging_training_stops_with_one_line_and_saves_nothing(image_folder, tmp_path):
     folder = tmp_path / "a"
     result = invoke("train", "--data", str(image_folder), "--artifacts", str(folder),

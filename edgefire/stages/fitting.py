@@ -262,8 +262,10 @@ def restore_checkpoint(folder: Path, stage: str, config: dict, model):
     """Finished epochs, history and restarts of `<stage>_checkpoint` made with this exact
     config, if any, its weights loaded into `model`.
 
-    A damaged checkpoint (a kill while the disk was full, a hand edit) is discarded with a
-    warning and the model keeps its initial weights: the stage starts over.
+    One made with other settings is left, with a line naming them: the stage starts over (and
+    overwrites it after its first epoch). A damaged checkpoint (a kill while the disk was full,
+    a hand edit) is discarded with a warning and the model keeps its initial weights: the stage
+    starts over.
     """
     weights, state_path = folder / f"{stage}_checkpoint.h5", folder / f"{stage}_checkpoint.json"
     if not (state_path.exists() and weights.exists()):
@@ -272,6 +274,9 @@ def restore_checkpoint(folder: Path, stage: str, config: dict, model):
     try:
         state = json.loads(state_path.read_text())
         if state.get("config") != config:
+            changed = ", ".join(artifacts.setting_changes(state.get("config") or {}, config))
+            print(f"  {state_path.with_suffix('.*')}: made with other settings ({changed}); "
+                  f"{stage} starts over", flush=True)
             return Fit({}, 0)
         done = Fit(dict(state["history"]), int(state["epochs_done"]),
                    list(state.get("recoveries", [])),
