@@ -115,6 +115,9 @@ class TrainConfig:
     # mixup's Beta(alpha, alpha) after crop and flip, 0 = none (fitting.mixup); with a
     # teacher, the teacher scores the mixed images. Off until it measurably helps: docs/results.md
     mixup: float = 0.0
+    # cutout's square side in pixels after crop and flip, 0 = none (fitting.cutout); off
+    # until it measurably helps: docs/results.md
+    cutout: int = 0
     # carved out of train, seeded and class-balanced; it only watches (the last epoch ships)
     val_size: int = option(5000, "Validation images carved out of the training split "
                                  "(class-balanced; at most a tenth of it).")
@@ -185,6 +188,7 @@ class TrainConfig:
         in_range(self.dropout, 0, 1, "--dropout", high_open=True)
         in_range(self.weight_decay, 0, None, "weight_decay")
         in_range(self.mixup, 0, None, "mixup")
+        in_range(self.cutout, 0, self.image_size, "cutout")
         in_range(self.val_size, 1, None, "--val-size")
         in_range(self.seed, 0, MAX_SEED, "--seed")
         in_range(self.limit, 2, None, "--limit")

@@ -46,6 +46,8 @@ def test_a_config_file_overrides_defaults_and_flags_override_it(built, image_fol
     ("[training]\nepochs = 2\n", "unknown section [training] (sections: train, prune,"),
     ("[train]\nepochs = 0\n", "--epochs must be >= 1 and <= 10000 (got 0)"),
     ("[train]\nmixup = -0.2\n", "mixup must be >= 0 (got -0.2)"),
+    ("[train]\ncutout = 33\n", "cutout must be >= 0 and <= 32 (got 33)"),
+    ("[train]\ncutout = 4.5\n", "[train] cutout must be int (got float 4.5)"),
     ("[train\nepochs = 2\n", "not a readable TOML config"),
 ])
 def test_a_bad_config_file_is_one_line(text, needle, tmp_path):

@@ -157,6 +157,30 @@ def test_mixup_blends_each_image_and_its_label_with_the_mirror_images_alike():
         assert all(np.array_equal(p.numpy(), q.numpy()) for p, q in zip(a, b, strict=True))
 
 
+def test_cutout_blacks_out_one_square_of_each_image_and_nothing_else():
+    from edgefire.contract import InputContract
+    from edgefire.stages.fitting import training_dataset
+
+    x = np.random.default_rng(0).integers(1, 256, (20, 32, 32, 3), dtype=np.uint8)  # no black
+    plain = training_dataset(x, np.arange(20), 8, 0, 0, False, InputContract())
+    cut = training_dataset(x, np.arange(20), 8, 0, 0, False, InputContract(), cut=8)
+    areas, corners = [], set()
+    for (images, _), (blacked, _) in zip(plain.take(3), cut.take(3), strict=True):
+        images, blacked = images.numpy(), blacked.numpy()
+        for image, out in zip(images, blacked, strict=True):
+            zero = (out == 0).all(axis=2)
+            rows, cols = np.nonzero(zero.any(axis=1))[0], np.nonzero(zero.any(axis=0))[0]
+            assert zero.sum() == len(rows) * len(cols)  # one rectangle ...
+            assert len(rows) <= 8 and len(cols) <= 8  # ... of the square, clipped at borders
+            np.testing.assert_array_equal(out[~zero], image[~zero])  # the rest untouched
+            areas.append(zero.sum())
+            corners.add((rows[0], cols[0]))
+    assert max(areas) == 64 and min(areas) < 64 and len(corners) > 15
+    again = training_dataset(x, np.arange(20), 8, 0, 0, False, InputContract(), cut=8)
+    assert all(np.array_equal(a[0].numpy(), b[0].numpy())
+               for a, b in zip(cut.take(3), again.take(3), strict=True))  # seeded
+
+
 def test_the_loss_of_label_weights_is_the_weighted_loss_of_their_labels():
     import tensorflow as tf
 
@@ -186,22 +210,23 @@ def test_the_loss_of_label_weights_is_the_weighted_loss_of_their_labels():
     assert not np.allclose(loss(blend, teacher), loss(blend))  # the teacher's scores count
 
 
-def test_mixup_trains_with_a_teacher_from_a_config_file_and_is_recorded(trained_folder,
-                                                                        image_folder,
-                                                                        tmp_path):
+def test_mixup_and_cutout_train_with_a_teacher_from_a_config_file_and_are_recorded(
+        trained_folder, image_folder, tmp_path):
     from edgefire import artifacts
 
     config = tmp_path / "mixup.toml"
-    config.write_text("[train]\nmixup = 0.4\n")
+    config.write_text("[train]\nmixup = 0.4\ncutout = 4\n")
     out = tmp_path / "mixed"
     args = ["--teacher", str(trained_folder), "--data", str(image_folder), "--epochs", "1",
             "--batch-size", "32", "--artifacts", str(out)]
     result = CliRunner().invoke(app, ["train", "--config", str(config), *args])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "train.json").read_text())["config"]["mixup"] == 0.4
-    assert artifacts.load_manifest(out)["stages"]["train"]["config"]["mixup"] == 0.4
+    recorded = artifacts.load_manifest(out)["stages"]["train"]["config"]
+    assert (recorded["mixup"], recorded["cutout"]) == (0.4, 4)
     plain = CliRunner().invoke(app, ["build", *args, "--sparsity", "0", "--dry-run"])
-    assert "> train: would run (changed: mixup 0.4 -> unset)" in plain.output, plain.output
+    assert "> train: would run (changed: cutout 4 -> unset, mixup 0.4 -> unset)" in \
+        plain.output, plain.output
 
 
 def test_train_writes_a_reloadable_model_history_plot_and_metadata(trained_folder,

@@ -42,6 +42,22 @@ def augment(images, seed, size: int):
     return tf.image.crop_and_resize(padded, boxes, tf.range(n), [size, size], method="nearest")
 
 
+def cutout(images, seed, side: int):
+    """Cutout (DeVries and Taylor 2017): a side x side square of each image set to zero (the
+    model's input: black at pixel / 255), its centre drawn anywhere in the image (so near a
+    border the square is partly outside), one draw per image."""
+    tf = tensorflow()
+    n, size = tf.shape(images)[0], tf.shape(images)[1]
+    corners = tf.random.stateless_uniform([n, 2], seed, 0, size, dtype=tf.int32) - side // 2
+    pixels = tf.range(size)
+
+    def inside(corner):  # [n, size]: which rows (or columns) the square covers
+        return (pixels[None, :] >= corner[:, None]) & (pixels[None, :] < corner[:, None] + side)
+
+    square = inside(corners[:, 0])[:, :, None] & inside(corners[:, 1])[:, None, :]
+    return tf.where(square[:, :, :, None], tf.zeros_like(images), images)
+
+
 def mixup(images, labels, seed, alpha: float):
     """Mixup (Zhang et al. 2018): each image and its one-hot label blended with the batch's
     mirror image (the batch is already in random order) at a weight drawn from Beta(alpha,
@@ -58,12 +74,13 @@ def mixup(images, labels, seed, alpha: float):
 
 def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augmented: bool,
                      contract: InputContract, teacher=None, mix: float = 0.0,
-                     classes: int | None = None):
+                     classes: int | None = None, cut: int = 0):
     """Endless batches, epoch after epoch from `first_epoch`: each a (seed, epoch) permutation,
-    augmented in the graph, prefetched. Targets are labels; with `mix` (mixup's alpha) the
-    images are blended and each target is the label weights, one per class of the model
-    (`classes`; default: the labels' own). With a `teacher` model the target is followed by
-    the teacher's scores for the same augmented image (see `compile_model`).
+    augmented in the graph (with `cut`, cutout's square side), prefetched. Targets are
+    labels; with `mix` (mixup's alpha) the images are blended and each target is the label
+    weights, one per class of the model (`classes`; default: the labels' own). With a
+    `teacher` model the target is followed by the teacher's scores for the same augmented
+    image (see `compile_model`).
 
     One dataset and one `fit` for the whole run: a dataset and a `fit` per epoch stalled
     about 23 s before each epoch on CIFAR-10 here (a third of the training time).
@@ -82,6 +99,9 @@ def training_dataset(x, y, batch_size: int, seed: int, first_epoch: int, augment
             if augmented:
                 batch = augment(batch, tf.stack([tf.constant(seed * 100_003, tf.int64) + epoch,
                                                  i * 2]), contract.size)
+            if cut:
+                batch = cutout(batch, tf.stack([tf.constant(seed * 100_043, tf.int64) + epoch,
+                                                i]), cut)
             target = tf.gather(labels, index)
             if mix:
                 batch, target = mixup(batch, tf.one_hot(target, classes), tf.stack(
@@ -383,7 +403,7 @@ def _fit(model, splits: data.Splits, folder: Path, stage: str, config: dict,
     model.optimizer.iterations.assign(done.epochs_run * steps)
     ds = training_dataset(splits.x_train, splits.y_train, batch_size, seed, done.epochs_run,
                           augmented, contract, teacher, config.get("mixup", 0.0),
-                          model.output_shape[-1])
+                          model.output_shape[-1], config.get("cutout", 0))
     try:
         model.fit(ds, epochs=epochs, initial_epoch=done.epochs_run, steps_per_epoch=steps,
                   verbose=1 if sys.stdout.isatty() else 2,  # a live bar, or a line an epoch

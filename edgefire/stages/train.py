@@ -86,11 +86,12 @@ def train_head_alone(model, config: TrainConfig, splits: data.Splits, folder: Pa
 
 
 def fit_settings(config: TrainConfig) -> dict:
-    """The settings a checkpoint is made with; mixup unset is left out, as before it existed,
-    so that a run started then still resumes."""
+    """The settings a checkpoint is made with; mixup and cutout unset are left out, as before
+    they existed, so that a run started then still resumes."""
     settings = as_dict(config)
-    if not config.mixup:
-        del settings["mixup"]
+    for added in ("mixup", "cutout"):
+        if not settings[added]:
+            del settings[added]
     return settings
 
 
