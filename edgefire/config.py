@@ -112,6 +112,9 @@ class TrainConfig:
     weight_decay: float | None = None  # L2 coefficient on kernels; None: OPTIMIZERS
     batch_norm: bool = True  # training only: folded into the convolutions before export
     augment: bool = True  # random crop (pad 4) and horizontal flip, in the tf.data graph
+    flip_average: bool = option(False, "Ship a model that averages its scores for each image "
+                                       "and its mirror image: the same weights, twice the "
+                                       "compute (no pruning, no QAT).")
     # mixup's Beta(alpha, alpha) after crop and flip, 0 = none (fitting.mixup); with a
     # teacher, the teacher scores the mixed images. Off until it measurably helps: docs/results.md
     mixup: float = 0.0

@@ -31,6 +31,9 @@ class Plan:
         choice(self.distribute, distribute.MODES, "--distribute")
         if set(self.configs) != set(NAMES):
             raise ValueError(f"a plan has a config for each of {NAMES}")
+        if self.train.flip_average and (self.prune.prunes or self.quantize.qat):
+            raise EdgefireError("--flip-average ships a model that is neither pruned nor "
+                                "QAT-trained: give --sparsity 0 and no --prune or --qat")
 
     def __getattr__(self, name: str):  # plan.train, plan.prune, ...: a stage's config
         if name in NAMES:

@@ -24,7 +24,7 @@ USED = ("data", "arch", "seed", "val_size", "label_smoothing", "batch_norm", "dr
 # settings that records from before they existed do not hold, and what they meant then
 ADDED = {"limit": None, "model": None, "arch_file": None, "teacher": None,
          "distill_weight": 0.9, "distill_temperature": 4.0, "mixup": 0.0,
-         "cutout": 0}
+         "cutout": 0, "flip_average": False}
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,14 @@ def representative_dataset(images: np.ndarray, contract: InputContract):
 def converter(model, mode: str, io: str, calibration: np.ndarray, sparse: bool,
               contract: InputContract):
     """The TFLite converter of `model` set up for `mode`; `sparse` asks for sparse encoding."""
+    from edgefire.models import flip_average
+
     tf = tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if flip_average.network_of(model) is not None:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [flip_average.static_batch(model)], model)
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = [] if mode == "none" else [tf.lite.Optimize.DEFAULT]
     if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)

@@ -290,7 +290,13 @@ def unfold_batch_norm(folded, arch: str, images: np.ndarray):
 
 
 def multiply_accumulates(model) -> int:
-    """Multiply-accumulates of one image through the model's convolutions and dense layers."""
+    """Multiply-accumulates of one image through the model's convolutions and dense layers
+    (a flip-averaged model's: its network's, once for each view)."""
+    from edgefire.models import flip_average
+
+    network = flip_average.network_of(model)
+    if network is not None:
+        return flip_average.VIEWS * multiply_accumulates(network)
     layers = keras().layers
     total = 0
     for layer in model.layers:

@@ -76,6 +76,7 @@ PURE_FUNCTIONS = frozenset({
     "squeeze", "pad", "tile", "broadcast_to", "gather", "where", "identity",
     "stop_gradient", "cast", "clip_by_value", "shape", "ones_like", "zeros_like", "fill",
     "image.resize", "compat.v1.transpose", "compat.v1.squeeze", "compat.v1.pad",
+    "compat.v1.gather",
 })
 
 

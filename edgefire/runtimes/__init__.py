@@ -114,8 +114,13 @@ class OpenVinoRunner:
         port = self.model.inputs[0]
         self.input_type = f"tensor({np.dtype(port.get_element_type().to_dtype()).name})"
         self.input_size = int(port.get_partial_shape()[1].get_length())
+        batch = port.get_partial_shape()[0]
+        # a file traced at one image (flip averaging's) takes one image a run
+        self.one_image = batch.is_static and batch.get_length() == 1
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
+        if self.one_image and len(pixels) > 1:
+            return np.concatenate([self.run(pixels[i:i + 1]) for i in range(len(pixels))])
         if self.io:
             scores = self.model(self.io.prepare(pixels, self.contract))[self.model.outputs[0]]
             return self.io.dequantize(scores)

@@ -38,6 +38,7 @@ from edgefire import (
 from edgefire.config import ExportConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, ToolFailed, first_line
+from edgefire.models import flip_average
 from edgefire.registry import DEFAULT, Context
 from edgefire.tfenv import quiet, tensorflow
 
@@ -248,9 +249,14 @@ def int8_onnx(sources: Sources) -> bytes:
     maker fails to make, or makes invalid, is recorded with why and left out."""
     dataset, splits = sources.data()
     calibration = dataset.x_train[np.asarray(sources.quantized.calibration, dtype=int)]
+    def from_tflite():
+        if flip_average.network_of(sources.model) is not None:
+            raise ToolFailed("a flip-averaged TFLite holds a batch of one image "
+                             "(flip_average.static_batch); its ONNX would too")
+        return tflite_int8_onnx(sources.quantized_path, sources.config.opset)
+
     makers = {
-        "tf2onnx-from-int8-tflite": lambda: tflite_int8_onnx(sources.quantized_path,
-                                                             sources.config.opset),
+        "tf2onnx-from-int8-tflite": from_tflite,
         "onnxruntime-static-u8s8": lambda: ort_int8_onnx(sources.float_onnx(), calibration,
                                                          sources.contract)}
     candidates, failed = {}, {}

@@ -14,7 +14,7 @@ from edgefire import artifacts, data, layout, models, records
 from edgefire.config import PruneConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError
-from edgefire.models import budget, channels, sensitivity
+from edgefire.models import budget, channels, flip_average, sensitivity
 from edgefire.registry import DEFAULT, Context
 from edgefire.stages import distribute, fitting
 from edgefire.tfenv import keras, seed_everything
@@ -227,6 +227,7 @@ def run(config: PruneConfig, folder: Path, context: Context = DEFAULT) -> dict:
     trained = records.train(folder)
     with placement.strategy.scope() if placement else contextlib.nullcontext():
         model = models.load_model(trained_path)  # its variables are the ones pruning wraps
+    flip_average.refuse(model, trained_path, "pruned")
     contract = trained.contract
     asked = recorded(config, context)  # what the manifest records and a build compares
     config = dense_layers_of(config, model)

@@ -19,6 +19,7 @@ from edgefire import artifacts, data, layout, metadata, models, records, report,
 from edgefire.config import PRECISIONS, QuantizeConfig, as_dict
 from edgefire.contract import InputContract
 from edgefire.errors import EdgefireError, ToolFailed
+from edgefire.models import flip_average
 from edgefire.registry import DEFAULT, Context
 from edgefire.stages import fallback, fitting, quant_error
 from edgefire.tfenv import keras, quiet, seed_everything, tensorflow
@@ -132,6 +133,8 @@ def run(config: QuantizeConfig, folder: Path, context: Context = DEFAULT) -> dic
     trained = records.train(folder)
     contract, seed = trained.contract, trained.seed
     model = models.load_model(model_path)
+    if config.qat:
+        flip_average.refuse(model, model_path, "fine-tuned with quantization-aware training")
     dataset, splits = data.of_build(trained, context.data)
     models.check_input_shape(model, splits, model_path)
     sparsity = models.kernel_sparsity(model)["overall"]
@@ -197,7 +200,8 @@ class Retries:
 
     def all(self, layer_error: dict | None) -> list[fallback.Retry]:
         rows = (layer_error or {}).get("layers", [])
-        retries = [] if self.config.qat else [("quantization-aware training", self.qat)]
+        qat = not self.config.qat and flip_average.network_of(self.model) is None
+        retries = [("quantization-aware training", self.qat)] if qat else []
         return retries + [(f"{rows[k - 1]['layer']} in float too", self.keeping(rows[:k]))
                           for k in range(1, len(rows) + 1)]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgefire import artifacts, data, layout, models, report
 from edgefire.config import TrainConfig, as_dict
+from edgefire.models import flip_average
 from edgefire.registry import DEFAULT, Context
 from edgefire.stages import distribute, fitting, teacher
 from edgefire.tfenv import keras, seed_everything
@@ -87,8 +88,10 @@ def train_head_alone(model, config: TrainConfig, splits: data.Splits, folder: Pa
 
 def fit_settings(config: TrainConfig) -> dict:
     """The settings a checkpoint is made with; mixup and cutout unset are left out, as before
-    they existed, so that a run started then still resumes."""
+    they existed, so that a run started then still resumes. Flip averaging wraps the model
+    after the fit, so a run with it and one without share their checkpoints."""
     settings = as_dict(config)
+    del settings["flip_average"]
     for added in ("mixup", "cutout"):
         if not settings[added]:
             del settings[added]
@@ -178,6 +181,8 @@ def recorded(config: TrainConfig, context: Context = DEFAULT) -> dict:
     from edgefire.models import given as given_model
 
     fields = {**fit_settings(config), "data_fingerprint": data.source_fingerprint(config.data)}
+    if config.flip_average:  # unset: recorded as before it existed
+        fields["flip_average"] = True
     if config.data != "cifar10":  # the data is its fingerprint: a moved checkout is the same
         del fields["data"]
     if config.model:  # the file's bytes: a changed model trains (and everything after) again
@@ -237,6 +242,8 @@ def _run(config: TrainConfig, folder: Path, placement: distribute.Placement) -> 
     start = time.perf_counter()
     before = given_accuracy(given, splits)
     model, fit = train_model(config, splits, folder, placement, given)
+    if config.flip_average:
+        model = flip_average.averaged(model)
     history, epochs_run = fit.history, fit.epochs_run
     wall = time.perf_counter() - start
     val_accuracy = fitting.accuracy(model, splits.x_val, splits.y_val, contract)
