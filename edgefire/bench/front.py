@@ -42,6 +42,8 @@ COMMANDS = {
     "artifacts/variants/resnet8_distilled":
         "--arch resnet8 --teacher artifacts/variants/resnet20 --epochs 150 --sparsity 0",
     "artifacts/variants/resnet8_150": "--arch resnet8 --epochs 150 --sparsity 0",
+    "artifacts/variants/resnet8_150_flip":
+        "--arch resnet8 --epochs 150 --sparsity 0 --flip-average",
 }
 
 
@@ -78,8 +80,9 @@ def measured(folder: Path) -> dict:
                             "(verify it with today's edgefire)")
     micro = int8.runtimes.get("tflite-micro") or {}
     trained = records.train(folder)
+    averaged = ", flip-averaged" if trained.config.get("flip_average") else ""
     return {"build": str(folder),
-            "arch": "given model" if trained.config["model"] else trained.arch,
+            "arch": ("given model" if trained.config["model"] else trained.arch) + averaged,
             "parameters": verified.parameters, "int8_bytes": int8.bytes,
             "top1": int8.accuracy, "top1_ci95": list(int8.accuracy_ci95),
             "arena_bytes": micro.get("arena_bytes"),
